@@ -1,0 +1,265 @@
+"""Read what a Rego module declares without compiling it: package, METADATA, and the input
+fields its `decisions` rules test, so a decision evaluates only the modules that can apply."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from policyctl.errors import Problem
+
+MODES = ("enforce", "shadow")
+RULES_PREFIX = "agentgov.rules."
+MAIN_PACKAGE = "agentgov.main"
+LIB_PREFIX = "agentgov.lib."
+
+_PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)\s*$", re.M)
+_LITERAL = r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null'
+_EQ = re.compile(rf"^input((?:\.[A-Za-z_]\w*)+)\s*==\s*({_LITERAL})$")
+_EQ_REV = re.compile(rf"^({_LITERAL})\s*==\s*input((?:\.[A-Za-z_]\w*)+)$")
+_IN = re.compile(rf"^input((?:\.[A-Za-z_]\w*)+)\s+in\s+[\[{{]\s*((?:(?:{_LITERAL})\s*,\s*)*(?:{_LITERAL}))\s*,?\s*[\]}}]$")
+_LITERALS = re.compile(_LITERAL)
+
+# A constraint: input path -> the literal values that make the rule body possible.
+Constraints = dict[str, frozenset[tuple[str, Any]]]
+
+
+def tag(value: Any) -> tuple[str, Any]:
+    """Type-tagged value, so that `true` never equals `1` as it would in Python."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", float(value))
+    if isinstance(value, str):
+        return ("s", value)
+    if value is None:
+        return ("z", None)
+    return ("x", None)  # objects and arrays: no literal equals them
+
+
+@dataclass
+class RegoModule:
+    """One .rego file of a policy set."""
+
+    file: str
+    text: str
+    package: str
+    title: str = ""
+    description: str = ""
+    mode: str = "enforce"
+    cluster: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # One entry per `decisions` rule body; None when the module cannot be indexed (always evaluated).
+    bodies: list[Constraints] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.package.rsplit(".", 1)[-1]
+
+    @property
+    def is_rule(self) -> bool:
+        return self.package.startswith(RULES_PREFIX)
+
+    def applies(self, key: dict[str, tuple[str, Any]]) -> bool:
+        """False only when no `decisions` body can hold for inputs with these index values."""
+        if self.bodies is None:
+            return True
+        for body in self.bodies:
+            if all(path not in key or key[path] in allowed for path, allowed in body.items()):
+                return True
+        return False
+
+
+def parse_module(file: str, text: str) -> tuple[RegoModule | None, list[Problem]]:
+    """Package, METADATA and index constraints of one module; problems for what is off."""
+    problems: list[Problem] = []
+    m = _PACKAGE.search(text)
+    if m is None:
+        return None, [Problem(file, "no `package` line", code="rego_parse_error", line=1)]
+    package = m.group(1)
+    pkg_line = text.count("\n", 0, m.start()) + 1
+    module = RegoModule(file=file, text=text, package=package)
+    if package != MAIN_PACKAGE and not package.startswith((RULES_PREFIX, LIB_PREFIX)):
+        problems.append(Problem(file, f"package {package} is outside agentgov.rules.*, agentgov.lib.* and "
+                                f"agentgov.main (bundle root is agentgov)", code="package", line=pkg_line))
+    if package.startswith(RULES_PREFIX) and "." in package[len(RULES_PREFIX):]:
+        problems.append(Problem(file, f"package {package}: a rule module is agentgov.rules.<name>, one level",
+                                code="package", line=pkg_line))
+    meta, meta_problem = _metadata(file, text, m.start())
+    if meta_problem:
+        problems.append(meta_problem)
+    module.metadata = meta
+    module.title = str(meta.get("title") or "")
+    module.description = str(meta.get("description") or "")
+    custom = meta.get("custom") if isinstance(meta.get("custom"), dict) else {}
+    assert isinstance(custom, dict)
+    mode = custom.get("mode", "enforce")
+    if mode not in MODES:
+        problems.append(Problem(file, f"METADATA custom.mode {mode!r} is not one of: enforce, shadow",
+                                code="metadata", line=pkg_line))
+        mode = "enforce"
+    module.mode = str(mode)
+    module.cluster = str(custom["cluster"]) if custom.get("cluster") is not None else None
+    if module.is_rule:
+        if not meta:
+            problems.append(Problem(file, "rule module has no METADATA block (title, description, custom.mode)",
+                                    code="metadata", line=pkg_line))
+        elif not module.title:
+            problems.append(Problem(file, "METADATA has no title", code="metadata", line=pkg_line))
+        module.bodies = decision_bodies(text)
+    return module, problems
+
+
+def _metadata(file: str, text: str, package_at: int) -> tuple[dict[str, Any], Problem | None]:
+    lines = text[:package_at].splitlines()
+    start = None
+    for i, line in enumerate(lines):
+        if line.strip() == "# METADATA":
+            start = i
+    if start is None:
+        return {}, None
+    block = []
+    for line in lines[start + 1:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    try:
+        meta = yaml.safe_load("\n".join(block)) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = start + 2 + (mark.line if mark else 0)
+        return {}, Problem(file, f"METADATA is not valid YAML ({getattr(exc, 'problem', exc)})",
+                           code="metadata", line=line)
+    if not isinstance(meta, dict):
+        return {}, Problem(file, "METADATA must be a YAML mapping", code="metadata", line=start + 1)
+    return meta, None
+
+
+# Brackets inside strings are swapped for private-use characters while scanning.
+_HIDE = str.maketrans("{}[]()", "\ue000\ue001\ue002\ue003\ue004\ue005")
+_SHOW = str.maketrans("\ue000\ue001\ue002\ue003\ue004\ue005", "{}[]()")
+
+
+def _strip(text: str) -> str:
+    """Blank out comments and hide brackets inside strings, so bracket matching is exact."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" " * (j - i))
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i:j + 1].translate(_HIDE))
+            i = j + 1
+        elif c == "`":
+            j = text.find("`", i + 1)
+            j = n - 1 if j < 0 else j
+            out.append(text[i:j + 1].translate(_HIDE))
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _closing(text: str, open_at: int) -> int:
+    depth = 0
+    i = open_at
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < len(text) and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def decision_bodies(text: str) -> list[Constraints] | None:
+    """Index constraints of each `decisions contains … if { … }` body, or None if unsure.
+
+    Sound by construction: only top-level equality or membership tests of `input.<path>`
+    against literals are read; anything else leaves that path unconstrained, and a module
+    that rebinds input (`with input`) or defines `decisions` another way is never skipped.
+    """
+    clean = _strip(text)
+    if re.search(r"\bwith\s+input\b", clean) or re.search(r"^decisions\s*(:=|=|\[|contains\s+\w+\s*$)", clean, re.M):
+        return None
+    bodies: list[Constraints] = []
+    for m in re.finditer(r"^decisions\s+contains\b", clean, re.M):
+        i = m.end()
+        # skip the head term (which may hold braces) to the `if` at depth 0
+        depth = 0
+        while i < len(clean):
+            c = clean[i]
+            if c in "{[(":
+                depth += 1
+            elif c in "}])":
+                depth -= 1
+            elif depth == 0 and clean.startswith("if", i) and not clean[i - 1].isalnum() and not clean[i + 2:i + 3].isalnum():
+                break
+            i += 1
+        else:
+            return None
+        rest = clean[i + 2:].lstrip(" \t")
+        at = len(clean) - len(rest)
+        if rest.startswith("{"):
+            end = _closing(clean, at)
+            if end < 0:
+                return None
+            body = clean[at + 1:end]
+        else:
+            body = rest.split("\n", 1)[0]
+        bodies.append(_constraints(body))
+    return bodies if bodies else None
+
+
+def _literal(text: str) -> Any:
+    return json.loads(text.translate(_SHOW))
+
+
+def _constraints(body: str) -> Constraints:
+    out: Constraints = {}
+    depth = 0
+    statement = []
+    statements = []
+    for c in body:
+        if c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+        if depth == 0 and c in "\n;":
+            statements.append("".join(statement).strip())
+            statement = []
+        else:
+            statement.append(c)
+    statements.append("".join(statement).strip())
+    for s in statements:
+        values: list[Any]
+        if m := _EQ.match(s):
+            path, values = m.group(1)[1:], [_literal(m.group(2))]
+        elif m := _EQ_REV.match(s):
+            path, values = m.group(2)[1:], [_literal(m.group(1))]
+        elif m := _IN.match(s):
+            path, values = m.group(1)[1:], [_literal(v) for v in _LITERALS.findall(m.group(2))]
+        else:
+            continue
+        allowed = frozenset(tag(v) for v in values)
+        out[path] = out[path] & allowed if path in out else allowed
+    return out

@@ -1,0 +1,38 @@
+"""Bounds on what reaches the Rego engine: deep nesting crashes it, huge inputs stall it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policyctl.errors import InputLimitError
+
+MAX_INPUT_BYTES = 256 * 1024
+MAX_INPUT_DEPTH = 32
+MAX_INPUT_NODES = 20_000
+
+
+def check_input_shape(value: Any, *, max_depth: int = MAX_INPUT_DEPTH, max_nodes: int = MAX_INPUT_NODES) -> None:
+    """Refuse values nested deeper than max_depth or with more than max_nodes elements.
+
+    Iterative, so a hostile 100,000-level input cannot exhaust the Python stack either.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > max_nodes:
+            raise InputLimitError(f"input has more than {max_nodes} values; split it or trim it")
+        if isinstance(item, dict):
+            if depth > max_depth:
+                raise InputLimitError(f"input is nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise InputLimitError(f"input is nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in item)
+
+
+def check_input_size(text: bytes | str, *, max_bytes: int = MAX_INPUT_BYTES) -> None:
+    if len(text) > max_bytes:
+        raise InputLimitError(f"input is {len(text)} bytes; the limit is {max_bytes}")
