@@ -21,7 +21,7 @@ _BASE = "https://policyctl.dev/schemas/"
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The JSON Schema shipped for `name` (one of SCHEMAS)."""
-    text = resources.files("policyctl.model").joinpath("schemas", f"{name}.json").read_text("utf-8")
+    text = resources.files("policyctl.model").joinpath(f"schemas/{name}.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
