@@ -24,7 +24,7 @@ def check(repo: Path, ref: str | None, as_json: bool, strict: bool) -> int:
     from policyctl.decide.checks import run_check
 
     report = run_check(load_snapshot(repo, ref, worktree=ref is None))
-    failed = not report.ok or (strict and report.warnings)
+    failed = not report.ok or (strict and bool(report.warnings))
     if as_json:
         emit_json(report.to_dict())
         return 1 if failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import click
 
@@ -17,7 +18,7 @@ from policyctl.cli.common import emit_json, load_snapshot, repo_option
 @click.option("--ref", default=None, help="Decide with the policies of this commit [default: HEAD].")
 @click.option("--worktree", is_flag=True, help="Decide with the uncommitted files of the working tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole decision as JSON.")
-def decide(repo: Path, input_file: click.utils.LazyFile, ref: str | None, worktree: bool, as_json: bool) -> int:
+def decide(repo: Path, input_file: BinaryIO, ref: str | None, worktree: bool, as_json: bool) -> int:
     """Decide one input through the same pipeline as the gateway.
 
     Overrides first, then the policies, then the default (allow an action,
@@ -26,7 +27,8 @@ def decide(repo: Path, input_file: click.utils.LazyFile, ref: str | None, worktr
     """
     from policyctl.decide import build_revision, parse_input_document
 
-    name = "<stdin>" if input_file.name in ("-", "<stdin>") else str(input_file.name)
+    name = getattr(input_file, "name", "-")
+    name = "<stdin>" if name in ("-", "<stdin>") else str(name)
     data = input_file.read()
     input = parse_input_document(data, where=name)
     revision = build_revision(load_snapshot(repo, ref, worktree), verify=False, load_overrides=_overrides())
@@ -38,7 +40,7 @@ def decide(repo: Path, input_file: click.utils.LazyFile, ref: str | None, worktr
     return 1 if decision.get("source") == "error" else 0
 
 
-def _overrides():  # type: ignore[no-untyped-def]
+def _overrides() -> Any:
     try:
         from policyctl.sandbox import load_overrides
     except ImportError:
@@ -46,7 +48,7 @@ def _overrides():  # type: ignore[no-untyped-def]
     return load_overrides
 
 
-def _show(decision: dict) -> None:  # type: ignore[type-arg]
+def _show(decision: dict[str, Any]) -> None:
     import json
 
     out = sys.stdout

@@ -15,9 +15,16 @@ from typing import Any, Protocol
 import orjson
 
 from policyctl.engine import PolicySet, compile_policy_set
-from policyctl.errors import EvaluationError, InputError, PolicyCompileError, Problem, ValidationError
+from policyctl.errors import (
+    EvaluationError,
+    InputError,
+    InputLimitError,
+    PolicyCompileError,
+    Problem,
+    ValidationError,
+)
 from policyctl.model.expect import mismatches
-from policyctl.model.limits import check_input_shape, check_input_size
+from policyctl.model.limits import MAX_INPUT_DEPTH, check_input_shape, check_input_size
 from policyctl.model.records import ACTIONS, Decision, Fixture, Reason
 from policyctl.repo import Snapshot
 
@@ -137,6 +144,8 @@ def parse_input_document(data: bytes | str, *, where: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower():
+            raise InputLimitError(f"{where}: input is nested deeper than {MAX_INPUT_DEPTH} levels") from exc
         raise InputError(f"{where}: not JSON ({str(exc).split(':', 1)[0]})") from exc
     if isinstance(doc, dict) and "kind" not in doc and isinstance(doc.get("input"), dict):
         doc = doc["input"]
@@ -144,6 +153,8 @@ def parse_input_document(data: bytes | str, *, where: str) -> dict[str, Any]:
         return check_input(doc)
     except ValidationError as exc:
         raise ValidationError(exc.detail, path=exc.path, where=where) from exc
+    except InputLimitError as exc:
+        raise InputLimitError(f"{where}: {exc.message}") from exc
 
 
 # --------------------------------------------------------------------------- fixtures & revisions

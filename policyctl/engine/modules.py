@@ -131,9 +131,9 @@ def _metadata(file: str, text: str, package_at: int) -> tuple[dict[str, Any], Pr
         meta = yaml.safe_load("\n".join(block)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = start + 2 + (mark.line if mark else 0)
+        at = start + 2 + (mark.line if mark else 0)
         return {}, Problem(file, f"METADATA is not valid YAML ({getattr(exc, 'problem', exc)})",
-                           code="metadata", line=line)
+                           code="metadata", line=at)
     if not isinstance(meta, dict):
         return {}, Problem(file, "METADATA must be a YAML mapping", code="metadata", line=start + 1)
     return meta, None
@@ -237,8 +237,8 @@ def _literal(text: str) -> Any:
 def _constraints(body: str) -> Constraints:
     out: Constraints = {}
     depth = 0
-    statement = []
-    statements = []
+    statement: list[str] = []
+    statements: list[str] = []
     for c in body:
         if c in "{[(":
             depth += 1

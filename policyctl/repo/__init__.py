@@ -99,8 +99,8 @@ def snapshot(repo_path: str | Path, ref: str = "HEAD") -> Snapshot:
                 continue
             for item in tree.traverse():
                 if isinstance(item, git.Blob) and item.mode != 0o120000:  # skip symlinks
-                    files[item.path] = item.data_stream.read()
-                    blobs[item.path] = item.hexsha
+                    files[str(item.path)] = item.data_stream.read()
+                    blobs[str(item.path)] = item.hexsha
         return Snapshot(revision=commit.hexsha, files=files, blob_ids=blobs,
                         committed_at=commit.committed_datetime, root=str(repo.working_dir or repo.git_dir))
 
@@ -138,7 +138,7 @@ def _blob_id(data: bytes) -> str:
 def first_parent_history(repo_path: str | Path, ref: str, limit: int = 50) -> list[str]:
     """Commit ids on `ref`'s first-parent line, newest first."""
     with open_repo(repo_path) as repo:
-        commit = _commit(repo, ref)
+        commit: git.Commit | None = _commit(repo, ref)
         out: list[str] = []
         while commit is not None and len(out) < limit:
             out.append(commit.hexsha)
