@@ -19,6 +19,8 @@ COMMANDS = {
     "check": "policyctl.cli.check:check",
     "decide": "policyctl.cli.decide:decide",
     "bundle": "policyctl.cli.bundle:bundle",
+    "simulate": "policyctl.cli.simulate:simulate",
+    "shadow": "policyctl.cli.shadow:shadow",
 }
 
 
