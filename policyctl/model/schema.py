@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 
 from policyctl.errors import ValidationError
 
-SCHEMAS = ("event", "input", "decision", "fixture", "override_header")
+SCHEMAS = ("event", "input", "decision", "fixture", "override_header", "clusters")
 _BASE = "https://policyctl.dev/schemas/"
 
 

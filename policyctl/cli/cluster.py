@@ -1,0 +1,75 @@
+"""`policyctl cluster`: the systemic failures of exported logs, fingerprinted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "text", "csv"]), default="auto", show_default=True,
+              help="Input format; auto looks at the file name and first line.")
+@click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True,
+              help="minilm: all-MiniLM-L6-v2, offline (needs torch); tfidf: no torch.")
+@click.option("--min-size", type=click.IntRange(1), default=5, show_default=True,
+              help="Fewest events a systemic cluster has; smaller groups are rare failures.")
+@click.option("--all", "include_all", is_flag=True, help="Cluster every event, not only failures.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write clusters.json here.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a self-contained HTML report with a 2-D map of the clusters.")
+@click.option("--json", "as_json", is_flag=True, help="Print clusters.json to standard output.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed line instead of skipping it.")
+def cluster(logs: tuple[Path, ...], fmt: str, embedder: str, min_size: int, include_all: bool, output: Path | None,
+            html_path: Path | None, as_json: bool, strict: bool) -> int:
+    """Cluster the failures in LOGS into systemic failures a policy can answer.
+
+    Reads exported events (JSONL), plain text lines or CSV, streaming. Masks
+    variables and mines templates, embeds each template once, clusters templates
+    together with the traffic they fail on, finds deadlock cycles in waits_for,
+    and gives each systemic cluster a fingerprint that stays the same when
+    tomorrow's logs show the same failure. Malformed lines are counted and
+    reported with file:line, never fatal unless --strict.
+    """
+    from policyctl.cluster import cluster_logs
+    from policyctl.cluster.report import dumps, render_html, render_table
+
+    progress, finish = _progress(logs)
+    try:
+        doc, points = cluster_logs(list(logs), fmt=fmt, embedder=embedder, min_size=min_size,
+                                   include_all=include_all, strict=strict, progress=progress)
+    finally:
+        finish()
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(dumps(doc))
+    if html_path:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_html(doc, points))
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
+    else:
+        sys.stdout.write(render_table(doc))
+        for p in doc["warnings"][:5]:
+            click.echo(f"warning: {p['file']}:{p['line'] or ''}: {p['message']}", err=True)
+        if output:
+            click.echo(f"clusters written to {output}", err=True)
+        if html_path:
+            click.echo(f"HTML report written to {html_path}", err=True)
+    return 0
+
+
+def _progress(logs: tuple[Path, ...]) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    total = sum(p.stat().st_size for p in logs if p.is_file())
+    bar = Progress("reading", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True)
+    task = bar.add_task("read", total=total)
+    bar.start()
+    return (lambda n: bar.advance(task, n)), bar.stop

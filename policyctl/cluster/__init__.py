@@ -1,0 +1,37 @@
+"""Failure log clustering: template mining, embedding, clustering, fingerprints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def cluster_logs(paths: list[Path], *, fmt: str = "auto", embedder: str = "minilm", min_size: int = 5,
+                 include_all: bool = False, strict: bool = False,
+                 progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[tuple[float, float, int, int]]]:
+    """Read, mine, embed and cluster logs; return the clusters.json document and the map's points."""
+    from policyctl.cluster.core import cluster_records
+    from policyctl.cluster.ingest import IngestStats, read_logs
+    from policyctl.cluster.report import to_json
+
+    stats = IngestStats()
+    records = read_logs(paths, fmt=fmt, strict=strict, stats=stats, progress=progress)
+    result = cluster_records(records, embedder=_Lazy(embedder), min_size=min_size, include_all=include_all,
+                             stats=stats)
+    return to_json(result), result.unit_coords
+
+
+class _Lazy:
+    """Load the embedder only if there is something to embed (an empty log needs no model)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._impl: Any = None
+
+    def embed(self, texts: list[str]) -> Any:
+        from policyctl.cluster.embed import get_embedder
+
+        if self._impl is None:
+            self._impl = get_embedder(self.name)
+        return self._impl.embed(texts)
