@@ -1,0 +1,440 @@
+"""Log template mining: mask the variables of a log line and group lines by the statement that logged them.
+
+Two stages, one default configuration for every kind of log:
+
+1. :func:`mask` replaces what is obviously a value with ``<*>``: any word that
+   contains a digit (numbers, ids, hex, versions, addresses and ports), URLs,
+   paths, timestamps, UUIDs, MAC and IPv6 addresses, boolean and null literals,
+   single-word quoted strings and quoted ``key="…"`` values. A run of values
+   (``3 4 5``, ``1190 bytes (1.16 KB)``) becomes one ``<*>``.
+2. :class:`TemplateMiner` groups the masked lines. A line that differs from
+   one seen before only in its digits, or masks to the same text, costs a dict
+   look-up. A masked line not seen before is compared with the templates of
+   the same length, and values without digits (user names, host names,
+   service names) are recognised because they vary where the rest of the line
+   does not:
+
+   - a slot that holds ``<*>`` in one line holds a value in every line of that
+     statement, whatever the other lines put there (``for user root`` joins
+     ``for user <*>``; ``LOCAL(<*>)`` joins ``<*>``);
+   - a word slot becomes ``<*>`` once it has taken three different values with
+     everything else equal (``session closed for user cyrus|news|test``). Two
+     values are not enough: ``Link up`` and ``Link down`` are two statements.
+     Words that name the event rather than a value never vary into ``<*>``:
+     upper-case constants (``GET``, ``POST``, ``RUNNING``), inflected verbs
+     (``Started``, ``Paused``, ``initializing``), and the first word of a
+     message, unless it is a qualified name such as ``com.apple.job.daily``.
+
+Template ids are stable handles: ``add`` returns the id of the template that
+covers the line now; when a later line shows that two templates are one, the
+newer id is merged into the older one and :meth:`TemplateMiner.resolve` (and
+:meth:`TemplateMiner.template_of`) follow the merge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+WILDCARD = "<*>"
+
+# Characters that end a word: whitespace and the punctuation that separates
+# keys from values and values from each other.
+_SEP = r"\s=,;:()\[\]{}\"'|"
+_AT_WORD_START = rf"(?<![^{_SEP}])"
+_AT_WORD_END = rf"(?![^{_SEP}])"
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?"
+_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?"
+_HEX4 = r"[0-9A-Fa-f]{1,4}"
+
+# What a value looks like, tried in this order at the start of each word.
+_VALUE_PATTERNS = (
+    # URL
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*",
+    # syslog and ctime timestamps: "Sun Jul  3 10:05:25 2005", "Jul 3 10:05:25"
+    rf"(?:{_WEEKDAY},?\s+)?{_MONTH}\s+\d{{1,2}},?\s+(?:\d{{4}}\s+)?\d{{1,2}}:\d{{2}}"
+    r"(?::\d{2}(?:[.,]\d+)?)?(?:\s+(?:[A-Z]{1,3}T|UTC))?(?:\s+\d{4})?" + _AT_WORD_END,
+    # MAC address and other colon-separated hex bytes
+    r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){3,15}+(?![\w:])",
+    # IPv6: hex groups and colons, with a digit among the first 40 characters
+    rf"(?=[0-9A-Fa-f:]{{0,40}}\d)(?:{_HEX4})?(?:::?{_HEX4}){{2,7}}+(?:::)?(?:%\w+)?(?![\w:.])",
+    # Unix path, with an optional query string
+    r"(?:~|\.{1,2})?(?:/[\w.@%+~$#*-]+)+/?(?:\?[^\s\"']*)?",
+    # Windows path
+    r"(?:[A-Za-z]:|\\\\[?.])\\[^\s\"'<>|]*",
+    # boolean and null literals
+    r"(?:true|false|null|True|False|Null|TRUE|FALSE|NULL)" + _AT_WORD_END,
+    # any other word with a digit: numbers, ids, hex, UUIDs, versions, IPv4
+    # addresses, ISO timestamps (their parts join up below)
+    rf"[^{_SEP}\d]*+\d[^{_SEP}]*+",
+)
+_VALUE = re.compile(_AT_WORD_START + "(?:" + "|".join(_VALUE_PATTERNS) + ")")
+# A quoted single word ('q3.parquet', "RILJ_ACK_WL") and a quoted value after
+# "=" (tag="View Lock") are values; a quoted phrase is text and stays.
+_QUOTED_WORD = re.compile(r"(?<![\w\"'])([\"'])[^\s\"']+\1(?!\w)")
+_QUOTED_VALUE = re.compile(r"=\s*([\"'])[^\"']*\1")
+# A unit after a value belongs to it ("1190 bytes", "0.5 sec."), and so does a
+# second rendering of it in parentheses ("1190 bytes (1.16 KB)").
+_UNIT = re.compile(
+    r"<\*>\s*(?:bytes?|[KMGTP]?i?B|ms|us|ns|s|secs?|seconds?|mins?|minutes?|hours?|days?|%)"
+    r"(?![\w-])\.?"
+)
+_ALTERNATE = re.compile(r"<\*>\s*\(<\*>\)")
+# Values separated only by spaces or punctuation are one value of variable
+# length: "3 4 5", "2005-07-03 10:05:25", "10.0.0.1:80".
+_RUN = re.compile(r"<\*>(?:[\s.,:;/_#@|~+-]*<\*>)+")
+_EMPTY = (("()", "(<*>)"), ("[]", "[<*>]"), ("{}", "{<*>}"), ('""', '"<*>"'), ("''", "'<*>'"))
+
+
+def mask(line: str) -> str:
+    """Return ``line`` with its variable parts replaced by ``<*>`` and spaces normalised."""
+    if '"' in line or "'" in line:
+        line = _QUOTED_VALUE.sub(r"=\1<*>\1", line)
+        line = _QUOTED_WORD.sub(r"\1<*>\1", line)
+    line = _VALUE.sub(WILDCARD, line)
+    for empty, filled in _EMPTY:
+        if empty in line:
+            # An empty value is still a value: "()" where others print "(host)".
+            line = line.replace(empty, filled)
+    if WILDCARD in line:
+        line = _UNIT.sub(WILDCARD, line)
+        line = _ALTERNATE.sub(WILDCARD, line)
+        line = _RUN.sub(WILDCARD, line)
+    return " ".join(line.split())
+
+
+@dataclass(frozen=True)
+class Template:
+    """A group of log lines from one logging statement."""
+
+    id: int
+    text: str
+    count: int
+    examples: tuple[str, ...]
+
+
+# Splitting a masked line into words and separators, each its own token; a
+# single space separates the words of the masked line.
+_TOKEN = re.compile(rf"[^{_SEP}]+|[=:,;()\[\]{{}}\"'|]| ")
+_SEPARATORS = frozenset("=:,;()[]{}\"'| ")
+_CONSTANT = re.compile(r"[A-Z][A-Z_]+")  # GET, RUNNING, CBS_E_INVALID: enum constants
+_INFLECTED = re.compile(r"[A-Za-z]{3,}(?:ed|ing)")  # Started, Paused, initializing: the event
+_QUALIFIED = re.compile(r"[A-Za-z_][\w$-]*(?:[./]+[A-Za-z_$][\w$-]*){2,}")  # com.apple.job.daily
+_HAS_LETTER = re.compile(r"[A-Za-z]")
+# A word slot with this many different values, everything else equal, is a
+# variable; so is one with many values that look like constants.
+_VALUES_FOR_VARIABLE = 3
+_MANY_VALUES = 16
+_MAX_EXAMPLES = 3
+_MAX_EXAMPLE_CHARS = 2000
+_MAX_SEEN_BYTES = 4096
+_MAX_LINE_CHARS = 65536
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _can_vary(word: str) -> bool:
+    """Whether ``word`` may be one value of a variable slot rather than part of the statement."""
+    return not (
+        word == WILDCARD
+        or word in _SEPARATORS
+        or _CONSTANT.fullmatch(word) is not None
+        or _INFLECTED.fullmatch(word) is not None
+    )
+
+
+def _chunks(tokens: list[str]) -> list[tuple[str, ...]]:
+    """The space-separated parts of a tokenised line, each a tuple of tokens."""
+    out: list[tuple[str, ...]] = []
+    start = 0
+    for i, tok in enumerate(tokens):
+        if tok == " ":
+            out.append(tuple(tokens[start:i]))
+            start = i + 1
+    out.append(tuple(tokens[start:]))
+    return out
+
+
+def _shape(chunks: list[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """The line with every space-separated part that holds a value reduced to one wildcard."""
+    return tuple((WILDCARD,) if WILDCARD in c else c for c in chunks)
+
+
+def _absorb(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The more general of two parts that both hold a value, or None.
+
+    A part that is nothing but a value (``<*>,``) takes any other (``LOCAL(<*>),``,
+    ``host.example:<*>``); ``ws=<*>,`` takes ``ws=WorkSource{<*>},`` because they
+    differ only where the first has ``<*>``. ``AuthFail:<*>`` and
+    ``AssocFail:<*>`` have no such relation.
+    """
+    if all(t == WILDCARD or t in _SEPARATORS for t in a):
+        return a
+    if all(t == WILDCARD or t in _SEPARATORS for t in b):
+        return b
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    mid_a = a[head : len(a) - tail]
+    mid_b = b[head : len(b) - tail]
+    if mid_a == (WILDCARD,) and WILDCARD in mid_b:
+        return a
+    if mid_b == (WILDCARD,) and WILDCARD in mid_a:
+        return b
+    return None
+
+
+class TemplateMiner:
+    """Streaming template miner: feed lines with :meth:`add`, read :meth:`templates`.
+
+    Memory grows with the number of templates, not of lines: the caches of
+    seen lines are emptied when they reach ``max_cached`` entries (lines then
+    take the slower path once more), and each template keeps at most three
+    example lines of at most 2,000 characters. A line longer than 64 KiB is
+    mined by its first 64 KiB.
+    """
+
+    def __init__(self, *, max_cached: int = 200_000) -> None:
+        self._max_cached = max_cached
+        self._seen: dict[bytes, int] = {}  # line with its digits zeroed -> template id
+        self._cache: dict[str, int] = {}  # masked line -> template id
+        # Every template id names a form: the tokens of a masked line, with
+        # wildcards where it was generalised. Forms found to belong together
+        # are merged into the oldest one (union-find over ids); a merged form
+        # of another shape stays indexed so that lines of that shape find it.
+        self._parent: list[int] = []
+        self._form: list[list[str]] = []
+        self._text: list[str] = []  # for a live template: its most general form, as text
+        self._counts: list[int] = []
+        self._examples: list[list[str]] = []
+        # (length, position, token) of a form's first fixed token -> forms
+        self._by_anchor: dict[tuple[int, int, str], list[int]] = {}
+        self._by_shape: dict[tuple[tuple[str, ...], ...], list[int]] = {}
+        self._slot_values: dict[tuple[int, int], dict[str, int]] = {}  # (form, slot) -> value -> form
+        self._lead_values: dict[tuple[int, tuple[str, ...]], dict[str, int]] = {}
+
+    def add(self, line: str) -> int:
+        """Mine one line; return the id of the template that covers it now."""
+        if len(line) > _MAX_LINE_CHARS:
+            line = line[:_MAX_LINE_CHARS]  # the statement shows in its first 64 KiB
+        # Masking treats every ASCII digit alike, so lines that differ only in
+        # their digits share a template: a bytes.translate and a dict look-up
+        # answer most lines without masking them.
+        seen = line.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO)
+        tid = self._seen.get(seen)
+        if tid is None:
+            key = mask(line)
+            tid = self._cache.get(key)
+            if tid is None:
+                tid = self._insert(key, line)
+                if len(self._cache) >= self._max_cached:
+                    self._cache.clear()
+                self._cache[key] = tid
+            if len(self._seen) >= self._max_cached:
+                self._seen.clear()
+            if len(seen) <= _MAX_SEEN_BYTES:
+                self._seen[seen] = tid
+        if self._parent[tid] != tid:
+            tid = self.resolve(tid)
+            self._seen[seen] = tid
+        self._counts[tid] += 1
+        return tid
+
+    def resolve(self, template_id: int) -> int:
+        """The id of the template that ``template_id`` is now part of (itself unless merged)."""
+        parent = self._parent
+        if not 0 <= template_id < len(parent):
+            raise KeyError(f"unknown template id {template_id}")
+        root = template_id
+        while parent[root] != root:
+            root = parent[root]
+        while parent[template_id] != root:
+            parent[template_id], template_id = root, parent[template_id]
+        return root
+
+    def template_of(self, template_id: int) -> Template:
+        """The template that ``template_id`` is now part of."""
+        tid = self.resolve(template_id)
+        return Template(
+            id=tid,
+            text=self._text[tid],
+            count=self._counts[tid],
+            examples=tuple(self._examples[tid]),
+        )
+
+    def templates(self) -> list[Template]:
+        """Every live template, most frequent first (ties: oldest first)."""
+        live = [t for t, p in enumerate(self._parent) if p == t]
+        live.sort(key=lambda t: (-self._counts[t], t))
+        return [self.template_of(t) for t in live]
+
+    def __len__(self) -> int:
+        """The number of live templates."""
+        return sum(1 for t, p in enumerate(self._parent) if p == t)
+
+    # -- the slow path: a masked line not seen before -------------------------
+
+    def _insert(self, key: str, line: str) -> int:
+        tokens = _TOKEN.findall(key) or [""]
+        tid = self._match(tokens)
+        tid = self.resolve(tid)
+        examples = self._examples[tid]
+        if len(examples) < _MAX_EXAMPLES:
+            examples.append(line[:_MAX_EXAMPLE_CHARS])
+        return tid
+
+    def _match(self, tokens: list[str]) -> int:
+        """The form that covers ``tokens``, generalising or creating forms as needed."""
+        n = len(tokens)
+        near: list[tuple[int, int]] = []  # (form, slot): differs from it in one value-like word
+        lead = next((i for i, t in enumerate(tokens) if t not in _SEPARATORS), -1)
+        candidates: list[int] = list(self._by_anchor.get((n, -1, ""), ()))
+        for i, token in enumerate(tokens):
+            candidates.extend(self._by_anchor.get((n, i, token), ()))
+        for tid in candidates:
+            have = self._form[tid]
+            slot = -1
+            for i in range(n):
+                word = have[i]
+                if word == WILDCARD or word == tokens[i]:
+                    continue
+                if slot >= 0:
+                    slot = -2
+                    break
+                slot = i
+            if slot == -1:
+                return tid
+            if slot >= 0:
+                if tokens[slot] == WILDCARD and have[slot] not in _SEPARATORS:
+                    # The line has a value where the form has a word: a variable slot.
+                    self._generalise(tid, slot, self._slot_values.pop((tid, slot), {}).values())
+                    return tid
+                if slot != lead and have[slot] not in _SEPARATORS and tokens[slot] not in _SEPARATORS:
+                    near.append((tid, slot))
+        absorbed = self._absorb_into(tokens)
+        if absorbed is not None:
+            return absorbed
+        tid = self._new_form(tokens)
+        for other, slot in near:
+            if not self._form[other] or self._form[other][slot] == WILDCARD:
+                continue  # merged away or generalised by an earlier near miss
+            values = self._slot_values.setdefault((other, slot), {})
+            values.setdefault(self._form[other][slot], other)
+            values[tokens[slot]] = tid
+            if len(values) >= _VALUES_FOR_VARIABLE and (
+                len(values) >= _MANY_VALUES or all(_can_vary(v) for v in values)
+            ):
+                del self._slot_values[(other, slot)]
+                self._generalise(other, slot, values.values())
+        if lead >= 0 and _QUALIFIED.fullmatch(tokens[lead]):
+            rest = (lead, tuple(tokens[:lead] + tokens[lead + 1 :]))
+            values = self._lead_values.setdefault(rest, {})
+            values[tokens[lead]] = tid
+            if len(values) >= _VALUES_FOR_VARIABLE:
+                del self._lead_values[rest]
+                self._generalise(min(values.values()), lead, values.values())
+        return tid
+
+    def _absorb_into(self, tokens: list[str]) -> int | None:
+        """A form whose value slots take this line's longer values (``LOCAL(<*>)`` for ``<*>``)."""
+        chunks = _chunks(tokens)
+        shape = _shape(chunks)
+        words = sum(1 for c in shape if c != (WILDCARD,) and any(_HAS_LETTER.search(t) for t in c))
+        if words < 2:  # too little fixed text to tell statements apart
+            return None
+        for tid in self._by_shape.get(shape, []):
+            merged: list[tuple[str, ...]] = []
+            for a, b in zip(chunks, _chunks(self._form[tid]), strict=True):
+                part = b if a == b else _absorb(a, b)
+                if part is None:
+                    break
+                merged.append(part)
+            else:
+                general = _join(merged)
+                if general == self._form[tid]:
+                    return tid
+                # Keep both shapes findable: a new form, merged into the old one.
+                form = self._new_form(general)
+                root = self.resolve(tid)
+                self._parent[form] = root
+                self._text[root] = self._text[form]
+                return root
+        return None
+
+    def _new_form(self, tokens: list[str]) -> int:
+        tid = len(self._parent)
+        self._parent.append(tid)
+        self._form.append(list(tokens))
+        self._text.append("".join(tokens))
+        self._counts.append(0)
+        self._examples.append([])
+        self._index(tid)
+        return tid
+
+    def _generalise(self, tid: int, slot: int, members: Iterable[int]) -> None:
+        """Make ``slot`` of form ``tid`` a wildcard and merge the forms ``members`` into it.
+
+        The members differ from ``tid`` only in that slot, so the generalised
+        form covers them and they leave the index.
+        """
+        members = [m for m in members if m != tid]
+        form = self._form[tid]
+        self._unindex(tid)
+        form[slot] = WILDCARD
+        for m in members:
+            # A member may have been generalised elsewhere since: keep that too.
+            for i, word in enumerate(self._form[m]):
+                if word == WILDCARD and i < len(form):
+                    form[i] = WILDCARD
+            self._unindex(m)
+            self._form[m] = []
+        self._index(tid)
+        roots = {self.resolve(m) for m in members}
+        roots.add(self.resolve(tid))
+        root = min(roots)
+        for r in roots:
+            if r != root:
+                self._parent[r] = root
+                self._counts[root] += self._counts[r]
+                self._counts[r] = 0
+                room = _MAX_EXAMPLES - len(self._examples[root])
+                self._examples[root].extend(self._examples[r][:room])
+                self._examples[r] = []
+        self._text[root] = "".join(form)
+
+    def _index(self, tid: int) -> None:
+        form = self._form[tid]
+        self._by_anchor.setdefault(_anchor(form), []).append(tid)
+        self._by_shape.setdefault(_shape(_chunks(form)), []).append(tid)
+
+    def _unindex(self, tid: int) -> None:
+        form = self._form[tid]
+        if not form:
+            return
+        bucket = self._by_anchor.get(_anchor(form))
+        if bucket and tid in bucket:
+            bucket.remove(tid)
+        same = self._by_shape.get(_shape(_chunks(form)))
+        if same and tid in same:
+            same.remove(tid)
+
+
+def _anchor(form: list[str]) -> tuple[int, int, str]:
+    """The key under which a line can find ``form``: its length and its first fixed token."""
+    for i, token in enumerate(form):
+        if token != WILDCARD:
+            return len(form), i, token
+    return len(form), -1, ""
+
+
+def _join(chunks: list[tuple[str, ...]]) -> list[str]:
+    tokens: list[str] = []
+    for chunk in chunks:
+        if tokens:
+            tokens.append(" ")
+        tokens.extend(chunk)
+    return tokens

@@ -1,0 +1,176 @@
+"""Template mining: lines of one logging statement share a template, other statements stay apart."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from policyctl.cluster.templates import TemplateMiner, mask
+
+
+def mine(lines: list[str]) -> tuple[TemplateMiner, list[int]]:
+    """Mine ``lines``; each line's template id as it stands after the last line."""
+    miner = TemplateMiner()
+    ids = [miner.add(line) for line in lines]
+    return miner, [miner.resolve(i) for i in ids]
+
+
+@pytest.mark.parametrize(
+    ("line", "masked"),
+    [
+        ("took 812 ms", "took <*>"),
+        ("writing q3.parquet failed: -17", "writing <*> failed: <*>"),
+        ("lock 0x7f3a9c held", "lock <*> held"),
+        ("blk_-6952295868487656571 terminating", "<*> terminating"),
+        ("agent 0673dd71-34c5-4fbb-86c4-40623fbe45b4 joined", "agent <*> joined"),
+        ("connect to 10.0.0.12:8080 refused", "connect to <*> refused"),
+        ("listening on [fe80::1ff:fe23:4567:890a]", "listening on [<*>]"),
+        ("peer FF:F2:9F:16:E5:DC lost", "peer <*> lost"),
+        ("open /var/lib/agent/state.db", "open <*>"),
+        (r"open C:\Windows\System32\config\SOFTWARE now", "open <*> now"),
+        ("GET http://gw.local/v1/decide?x=1 done", "GET <*> done"),
+        ("at Sun Jul  3 10:05:25 2005 reboot", "at <*> reboot"),
+        ("at 2026-03-30T12:00:00Z reboot", "at <*> reboot"),
+        ("cannot read 'notes.txt'", "cannot read '<*>'"),
+        ('tag="View Lock", held', 'tag="<*>", held'),
+        ("enabled=true cached=null", "enabled=<*> cached=<*>"),
+        ("sent 1190 bytes (1.16 KB) in 3 s", "sent <*> in <*>"),
+        ("IRQs 3 4 5 6 7 10 11 12 free", "IRQs <*> free"),
+        ("connection from () at noon", "connection from (<*>) at noon"),
+        ("  spaced\tout   line ", "spaced out line"),
+    ],
+)
+def test_mask_replaces_each_kind_of_value(line: str, masked: str) -> None:
+    assert mask(line) == masked
+
+
+def test_mask_keeps_the_words_of_the_statement() -> None:
+    line = 'deny "GET /v1/decide HTTP/1.1": Started Paused RUNNING'
+    assert mask(line) == 'deny "GET <*>": Started Paused RUNNING'
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [f"PacketResponder {i} for block blk_{i * 7919} terminating" for i in range(5)],
+        [f"connect to 10.0.{i}.{i + 1}:{8000 + i} refused after {i}.5 s" for i in range(5)],
+        [f"open /srv/data/{name}/part-{i}.parquet: permission denied" for i, name in enumerate("abcde")],
+        [f"lock 0x{i * 40503:08x} held by worker {i}" for i in range(5)],
+        [f"agent {u} joined" for u in ("0673dd71-34c5-4fbb-86c4-40623fbe45b4",
+                                       "b9000564-fe1a-409b-b8cc-1e88b294cd1d",
+                                       "96abccce-8d1f-4e07-b6d1-4b2ab87e23b4")],
+        [f"cannot read '{name}': no such file" for name in ("notes.txt", "q3.parquet", "README")],
+        [f"session opened for user {user} by (uid={i})" for i, user in enumerate(["root", "alice", "bob", "carol"])],
+        ["synchronized to 10.100.20.250, stratum 3", "synchronized to LOCAL(0), stratum 10",
+         "synchronized to 10.100.16.250, stratum 2"],
+        ["proxy.example.org:5070 close, 0 bytes sent, 0 bytes received, lifetime 00:01",
+         "10.1.2.3:80 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime <1 sec"],
+    ],
+    ids=["numbers", "ip-port", "paths", "hex", "uuids", "quoted", "user-names", "value-shapes", "units"],
+)
+def test_lines_of_one_statement_share_a_template(lines: list[str]) -> None:
+    miner, ids = mine(lines)
+    assert len(set(ids)) == 1
+    template = miner.template_of(ids[0])
+    assert "<*>" in template.text
+    assert template.count == len(lines)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["Starting TrustedInstaller initialization.", "Ending TrustedInstaller initialization."],
+        ["Link up on eth0", "Link down on eth0"],
+        [f'10.11.10.1 "{method} /v2/servers/{i} HTTP/1.1" status: 200 len: {i}'
+         for i in range(3) for method in ("GET", "POST", "DELETE")],
+        [f"[instance: {i:08x}-fe1a-409b-b8cc-1e88b294cd1d] VM {state} (Lifecycle Event)"
+         for i in range(3) for state in ("Started", "Paused", "Resumed", "Stopped")],
+        ["Failed password for root from 5.36.59.76 port 42393 ssh2",
+         "Failed password for invalid user admin from 5.188.10.180 port 60682 ssh2"],
+        ["cupsd startup succeeded", "syslogd startup succeeded", "klogd startup succeeded"],
+    ],
+    ids=["verbs", "two-states", "http-methods", "lifecycle-states", "optional-words", "first-word"],
+)
+def test_different_statements_stay_apart(lines: list[str]) -> None:
+    _, ids = mine(lines)
+    distinct_lines = {mask(line) for line in lines}
+    assert len(set(ids)) == len(distinct_lines)
+
+
+def test_template_text_shows_where_the_values_were() -> None:
+    miner, ids = mine([f"smb2: STATUS_INVALID_PARAMETER writing q{i}.parquet for agent etl-{i}" for i in range(3)])
+    assert miner.template_of(ids[0]).text == "<*>: STATUS_INVALID_PARAMETER writing <*> for agent <*>"
+
+
+def test_the_same_line_gets_the_same_id_while_others_stream_past() -> None:
+    miner = TemplateMiner()
+    first = miner.add("worker 7 finished job 12 in 30 ms")
+    for i in range(200):
+        miner.add(f"worker {i} started job {i * 3}")
+        miner.add(f"queue depth {i}")
+        assert miner.add("worker 7 finished job 12 in 30 ms") == first
+    assert miner.add("worker 9 finished job 99 in 1 ms") == first
+
+
+def test_an_id_merged_into_another_resolves_to_it() -> None:
+    miner = TemplateMiner()
+    alice = miner.add("session closed for user alice")
+    bob = miner.add("session closed for user bob")
+    assert alice != bob  # two values: not yet a variable
+    carol = miner.add("session closed for user carol")
+    assert miner.resolve(alice) == miner.resolve(bob) == carol == alice  # the oldest id stays
+    assert miner.add("session closed for user bob") == alice
+    template = miner.template_of(bob)
+    assert (template.id, template.text, template.count) == (alice, "session closed for user <*>", 4)
+    assert len(miner) == 1
+
+
+def test_templates_count_every_line_and_keep_a_few_real_examples() -> None:
+    lines = [f"job {i} done in {i % 5} s" for i in range(50)] + [f"disk {d} full" for d in ("sda", "sdb", "sdc")]
+    miner, _ = mine(lines)
+    templates = miner.templates()
+    assert [(t.text, t.count) for t in templates] == [("job <*> done in <*>", 50), ("disk <*> full", 3)]
+    for template in templates:
+        assert 1 <= len(template.examples) <= 3
+        assert set(template.examples) <= set(lines)
+
+
+def test_mining_is_unchanged_when_the_caches_are_emptied() -> None:
+    lines = [f"request {i:x} from user{i % 4}: status={i % 3} after {i} ms" for i in range(500)]
+    small, big = TemplateMiner(max_cached=8), TemplateMiner()
+    assert [small.add(line) for line in lines] == [big.add(line) for line in lines]
+    assert [(t.text, t.count) for t in small.templates()] == [(t.text, t.count) for t in big.templates()]
+
+
+def test_unknown_template_id_is_a_key_error() -> None:
+    miner = TemplateMiner()
+    miner.add("hello")
+    with pytest.raises(KeyError):
+        miner.template_of(5)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        " \t ",
+        "x" * (1 << 20),
+        "1:" * (1 << 19),
+        "ab:" * 350_000,
+        '="' * (1 << 19),
+        "Jan 1 " * 170_000,
+        "\x00\x01\x02\xff\ufffd",
+        bytes(random.Random(7).getrandbits(8) for _ in range(1 << 16)).decode("latin-1"),
+        bytes(random.Random(8).getrandbits(8) for _ in range(1 << 16)).decode("utf-8", "surrogateescape"),
+    ],
+    ids=["empty", "blank", "1MB", "1MB-colons", "hex-colons", "quotes", "dates", "control", "latin-1", "surrogates"],
+)
+def test_hostile_lines_are_mined_like_any_other(line: str) -> None:
+    miner = TemplateMiner()
+    tid = miner.add(line)
+    assert miner.add(line) == tid
+    assert miner.add("an ordinary line 42") != tid
+    template = miner.template_of(tid)
+    assert template.count >= 2
+    assert all(len(example) <= 2000 for example in template.examples)
