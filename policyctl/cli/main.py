@@ -17,8 +17,11 @@ from policyctl.errors import PolicyctlError
 # name -> "module:attribute"; imported only when the command runs, so `--help` stays light.
 COMMANDS = {
     "check": "policyctl.cli.check:check",
+    "cluster": "policyctl.cli.cluster:cluster",
     "decide": "policyctl.cli.decide:decide",
     "bundle": "policyctl.cli.bundle:bundle",
+    "gateway": "policyctl.cli.gateway:gateway",
+    "override": "policyctl.cli.override:override",
     "simulate": "policyctl.cli.simulate:simulate",
     "shadow": "policyctl.cli.shadow:shadow",
 }

@@ -1,0 +1,234 @@
+"""The second wall: the builtins and guards a script runs with, built fresh for every run.
+
+RestrictedPython rewrites `a.b`, `a[b]`, `for x in a`, `a.b = c`, `x += y` and `print`
+into calls of `_getattr_`, `_getitem_`, `_getiter_`, `_write_`, `_inplacevar_` and
+`_print_`; the security policy is whatever those names are bound to here. Ours is an
+allowlist: a script reaches plain data (dicts, lists, strings, numbers), the small set
+of builtins below and its own functions, and every refusal is recorded as a violation
+that fails the run even if the script catches the exception.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from RestrictedPython.Guards import (
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safer_getattr_raise,
+)
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES
+
+from policyctl.sandbox.limits import MAX_PRINT_CHARS
+
+# Plain data and the few builtin objects scripts get from it. Attribute access on anything
+# else (functions, builtins, iterators, modules, frames) is refused outright.
+_DICT_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_DATA_TYPES: frozenset[type] = frozenset({str, dict, list, tuple, set, frozenset, int, float, bool, range})
+_TYPE_OBJECTS: frozenset[type] = frozenset({str, dict, list, tuple, set, frozenset, int, float, bool})
+_RECEIVER_ATTRS: dict[type, frozenset[str]] = {
+    types.GeneratorType: frozenset({"send", "throw", "close"}),
+    **{view: frozenset({"isdisjoint"}) for view in _DICT_VIEWS},
+}
+# Iterating anything else (a type, a function) is refused: there is nothing a script should find there.
+_ITERABLE: frozenset[type] = frozenset({*_DATA_TYPES, *_DICT_VIEWS, types.GeneratorType, enumerate, zip})
+_SUBSCRIPTABLE: frozenset[type] = frozenset({dict, list, tuple, str, range})
+_WRITABLE: frozenset[type] = frozenset({dict, list})
+# `str.format` and `format_map` read attributes in C (CVE-2023-41039); `mro` hands out `object`.
+_DENIED_ATTRS = frozenset({"format", "format_map", "mro"})
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "|=": operator.ior, "^=": operator.ixor, "&=": operator.iand,
+}
+_INPLACE_TYPES: frozenset[type] = frozenset({int, float, bool, str, list, tuple, set, frozenset, dict})
+
+# The exceptions a script may raise or catch by name. BaseException, SystemExit,
+# KeyboardInterrupt, GeneratorExit, MemoryError and RecursionError are left out: a script
+# has no business raising them or catching them by name.
+_EXCEPTIONS = (ArithmeticError, AssertionError, AttributeError, Exception, IndexError, KeyError,
+               LookupError, NameError, NotImplementedError, OverflowError, RuntimeError, StopIteration,
+               TypeError, ValueError, ZeroDivisionError)
+
+_MISSING = object()
+
+
+class Refused(Exception):
+    """A guard said no. Scripts cannot name it; the run fails with a violation either way."""
+
+
+class OutputExceeded(BaseException):
+    """print() went past its budget. A BaseException, so `except Exception` in a script passes it on."""
+
+
+class RunContext:
+    """The state of one run: violations recorded by the guards and the print budget."""
+
+    __slots__ = ("file", "violations", "violation_line", "printed", "printed_chars", "output_exceeded",
+                 "max_print_chars")
+
+    def __init__(self, file: str = "<override>", max_print_chars: int = MAX_PRINT_CHARS) -> None:
+        self.file = file
+        self.violations: list[str] = []
+        self.violation_line: int | None = None
+        self.printed: list[str] = []
+        self.printed_chars = 0
+        self.output_exceeded = False
+        self.max_print_chars = max_print_chars
+
+    def refuse(self, message: str) -> Refused:
+        if not self.violations:
+            self.violation_line = self._script_line()
+        self.violations.append(message)
+        return Refused(message)
+
+    def _script_line(self) -> int | None:
+        # The script's line that asked, even if the script later catches the refusal.
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename == self.file:
+                return frame.f_lineno
+            frame = frame.f_back  # type: ignore[assignment]
+        return None
+
+    def take_print(self, text: str) -> None:
+        self.printed_chars += len(text)
+        if self.printed_chars > self.max_print_chars:
+            self.output_exceeded = True
+            raise OutputExceeded(f"print() output passed {self.max_print_chars} characters")
+        self.printed.append(text)
+
+
+class _PrintCollector:
+    """What RestrictedPython binds to `_print` in a function that prints; shares the run's budget."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        self._own: list[str] = []
+
+    def __call__(self) -> str:  # the `printed` name
+        return "".join(self._own)
+
+    def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
+                    flush: Any = False) -> None:
+        if file is not None:
+            raise self._ctx.refuse("print(file=...) is not allowed: output goes to the run's log")
+        if (sep is not None and type(sep) is not str) or (end is not None and type(end) is not str):
+            raise TypeError("sep and end must be strings")
+        # str() of builtin values only: scripts cannot define classes, so no __str__ of theirs runs.
+        text = (" " if sep is None else sep).join(str(o) for o in objects) + ("\n" if end is None else end)
+        self._ctx.take_print(text)
+        self._own.append(text)
+
+
+def make_globals(ctx: RunContext) -> dict[str, Any]:
+    """A fresh globals dict for one run: nothing in it survives to the next run."""
+
+    def guarded_getattr(ob: Any, name: Any, default: Any = _MISSING) -> Any:
+        if type(name) is not str:
+            raise ctx.refuse("attribute names must be plain strings")
+        if name.startswith("_") or name in INSPECT_ATTRIBUTES or name in _DENIED_ATTRS:
+            raise ctx.refuse(f"attribute {name!r} is not allowed in overrides")
+        t = type(ob)
+        if t is type:
+            if ob not in _TYPE_OBJECTS:
+                raise ctx.refuse(f"attribute {name!r} of {ob.__name__} is not allowed in overrides")
+        elif t not in _DATA_TYPES:
+            allowed = _RECEIVER_ATTRS.get(t)
+            if isinstance(ob, BaseException):
+                allowed = frozenset({"args"})
+            if allowed is None or name not in allowed:
+                raise ctx.refuse(f"attribute {name!r} of a {t.__name__} is not allowed in overrides")
+        # RestrictedPython's own checks once more, as a second opinion.
+        return safer_getattr_raise(ob, name) if default is _MISSING else safer_getattr_raise(ob, name, default)
+
+    def guarded_getitem(ob: Any, index: Any) -> Any:
+        if type(ob) not in _SUBSCRIPTABLE:
+            raise ctx.refuse(f"subscripting a {type(ob).__name__} is not allowed in overrides")
+        return ob[index]
+
+    def guarded_iter(ob: Any) -> Iterator[Any]:
+        if type(ob) not in _ITERABLE:
+            raise ctx.refuse(f"iterating over a {type(ob).__name__} is not allowed in overrides")
+        return iter(ob)
+
+    def guarded_write(ob: Any) -> Any:
+        if type(ob) not in _WRITABLE:
+            raise ctx.refuse(f"changing a {type(ob).__name__} is not allowed in overrides; "
+                             "only dicts and lists can be changed")
+        return ob
+
+    def inplacevar(op: str, x: Any, y: Any) -> Any:
+        fn = _INPLACE.get(op)
+        if fn is None or type(x) not in _INPLACE_TYPES:
+            raise ctx.refuse(f"{op} on a {type(x).__name__} is not allowed in overrides")
+        return fn(x, y)
+
+    def apply(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    def print_factory(_getattr_: Any = None) -> _PrintCollector:
+        return _PrintCollector(ctx)
+
+    # Builtins that iterate in C would bypass `_getiter_` (RestrictedPython 9.0 dropped
+    # sorted and zip for that reason): these wrappers route every iterable through it.
+    def sorted_(iterable: Iterable[Any], /, *, key: Any = None, reverse: bool = False) -> list[Any]:
+        return sorted(guarded_iter(iterable), key=key, reverse=reverse)
+
+    def zip_(*iterables: Iterable[Any], strict: bool = False) -> zip[Any]:
+        return zip(*[guarded_iter(it) for it in iterables], strict=strict)
+
+    def enumerate_(iterable: Iterable[Any], start: int = 0) -> enumerate[Any]:
+        return enumerate(guarded_iter(iterable), start)
+
+    def reversed_(sequence: Iterable[Any]) -> list[Any]:
+        return list(guarded_iter(sequence))[::-1]
+
+    def sum_(iterable: Iterable[Any], /, start: Any = 0) -> Any:
+        return sum(guarded_iter(iterable), start)
+
+    def any_(iterable: Iterable[Any]) -> bool:
+        return any(guarded_iter(iterable))
+
+    def all_(iterable: Iterable[Any]) -> bool:
+        return all(guarded_iter(iterable))
+
+    def extreme(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, key: Any = None, default: Any = _MISSING) -> Any:
+            kwargs: dict[str, Any] = {} if key is None else {"key": key}
+            if default is not _MISSING:
+                kwargs["default"] = default
+            if len(args) == 1:
+                return fn(guarded_iter(args[0]), **kwargs)
+            return fn(*args, **kwargs)
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    builtins: dict[str, Any] = {
+        "None": None, "True": True, "False": False,
+        "bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict,
+        "tuple": tuple, "set": set, "frozenset": frozenset, "range": range,
+        "abs": abs, "chr": chr, "ord": ord, "divmod": divmod, "pow": pow, "round": round,
+        "len": len, "repr": repr, "isinstance": isinstance, "hex": hex, "oct": oct, "bin": bin,
+        "sorted": sorted_, "zip": zip_, "enumerate": enumerate_, "reversed": reversed_,
+        "sum": sum_, "any": any_, "all": all_, "min": extreme(min), "max": extreme(max),
+        **{exc.__name__: exc for exc in _EXCEPTIONS},
+    }
+    return {
+        "__builtins__": builtins,
+        "__name__": "override",
+        "_getattr_": guarded_getattr,
+        "_getitem_": guarded_getitem,
+        "_getiter_": guarded_iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_write_": guarded_write,
+        "_inplacevar_": inplacevar,
+        "_apply_": apply,
+        "_print_": print_factory,
+    }

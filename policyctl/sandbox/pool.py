@@ -1,0 +1,506 @@
+"""Prewarmed worker processes for override scripts, with deadlines the parent enforces by killing.
+
+One pool per process is enough (`shared_pool()`), created lazily: every revision's
+OverrideSet uses it, so a hot swap does not start new processes. A worker that times out,
+breaks a limit or dies is killed (its whole process group) and replaced in the background,
+so the call that failed returns at its deadline and the next call finds a ready worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from policyctl.sandbox.errors import (
+    KINDS,
+    SandboxError,
+    SandboxLimitError,
+    SandboxTimeout,
+    SandboxUnavailable,
+)
+from policyctl.sandbox.limits import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS, WorkerLimits
+from policyctl.sandbox.worker import HEADER
+
+log = logging.getLogger("policyctl.sandbox")
+
+SPAWN_TIMEOUT_S = 10.0
+
+# `-I` (isolated: no PYTHONPATH, no user site, no current directory on sys.path) with an empty
+# environment; the directory holding this policyctl is appended, not prepended, so a checkout
+# that is not installed still works and nothing in it can shadow an installed module.
+_BOOT = ("import sys; sys.path.append(sys.argv.pop(1)); "
+         "from policyctl.sandbox.worker import main; sys.exit(main(sys.argv))")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+ACQUIRE_TIMEOUT_S = 5.0
+
+
+class _WorkerGone(Exception):
+    """The worker's pipe closed; `before_request` says whether the request was never delivered."""
+
+    def __init__(self, before_request: bool) -> None:
+        super().__init__("worker gone")
+        self.before_request = before_request
+
+
+class _Expired(Exception):
+    """The deadline passed while waiting on a pipe."""
+
+
+@dataclass
+class RunOutcome:
+    """A successful run: the script's plain result (a decision is checked by the caller) and its prints."""
+
+    result: Any
+    printed: str
+    elapsed_s: float
+    worker_pid: int
+
+
+class Worker:
+    """One worker process and the parent's ends of its pipes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.pid = proc.pid
+        self.wfd = proc.stdin.fileno()
+        self.rfd = proc.stdout.fileno()
+        os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+        self.runs = 0
+
+    @classmethod
+    def spawn(cls, limits: WorkerLimits, workdir: str, timeout_s: float = SPAWN_TIMEOUT_S) -> Worker:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, orjson.dumps(limits.to_dict()).decode()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=workdir, env={}, close_fds=True, start_new_session=True, bufsize=0,
+        )
+        worker = cls(proc)
+        try:
+            ready = orjson.loads(worker._read_frame(time.monotonic() + timeout_s))
+            if not isinstance(ready, dict) or not ready.get("ready"):
+                raise _WorkerGone(True)
+        except (_Expired, _WorkerGone, orjson.JSONDecodeError) as exc:
+            worker.kill()
+            worker.reap()
+            raise SandboxUnavailable(f"a sandbox worker did not start ({type(exc).__name__.strip('_')}, "
+                                     f"exit {proc.returncode}); `{sys.executable} -I -c 'import "
+                                     "policyctl.sandbox.worker'` shows why") from None
+        return worker
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def call(self, meta: bytes, payload: bytes, deadline: float) -> dict[str, Any]:
+        self.runs += 1
+        try:
+            self._write(HEADER.pack(len(meta)) + meta + HEADER.pack(len(payload)) + payload, deadline)
+        except _WorkerGone:
+            raise _WorkerGone(True) from None
+        response = orjson.loads(self._read_frame(deadline))
+        if not isinstance(response, dict):
+            raise _WorkerGone(False)
+        return response
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self.wfd, select.POLLOUT)
+        while view:
+            try:
+                written = os.write(self.wfd, view)
+            except BlockingIOError:
+                written = 0
+            except (BrokenPipeError, OSError):
+                raise _WorkerGone(True) from None
+            view = view[written:]
+            if view:
+                self._wait(poller, deadline)
+
+    def _read_frame(self, deadline: float) -> bytes:
+        head = self._read_exactly(HEADER.size, deadline)
+        (size,) = HEADER.unpack(head)
+        if size > MAX_FRAME_BYTES:
+            raise _WorkerGone(False)
+        return self._read_exactly(size, deadline)
+
+    def _read_exactly(self, n: int, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        poller = select.poll()
+        poller.register(self.rfd, select.POLLIN)
+        while n:
+            try:
+                chunk = os.read(self.rfd, min(n, 1 << 20))
+            except BlockingIOError:
+                self._wait(poller, deadline)
+                continue
+            except OSError:
+                raise _WorkerGone(False) from None
+            if not chunk:
+                raise _WorkerGone(False)
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _wait(poller: select.poll, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Expired()
+        with contextlib.suppress(InterruptedError):
+            poller.poll(max(1, int(remaining * 1000 + 0.999)))
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group (it is its own session leader), now."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    def reap(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def death(self) -> str:
+        """Why the worker exited, for the error message."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=0.2)
+        code = self.proc.returncode
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            sig = -code
+            if sig == signal.SIGXCPU:
+                return "CPU time limit (SIGXCPU)"
+            if sig == signal.SIGXFSZ:
+                return "file size limit (SIGXFSZ)"
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(sig).name}"
+            return f"killed by signal {sig}"
+        return f"exited with status {code}"
+
+
+def default_size() -> int:
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+class WorkerPool:
+    """`size` prewarmed workers; `run` takes an idle one, or waits for one, and enforces the deadline."""
+
+    def __init__(self, size: int | None = None, *, limits: WorkerLimits | None = None, prewarm: bool = True,
+                 acquire_timeout_s: float = ACQUIRE_TIMEOUT_S) -> None:
+        self.size = size or default_size()
+        self.limits = limits or WorkerLimits()
+        self.acquire_timeout_s = acquire_timeout_s
+        self._cond = threading.Condition()
+        self._idle: list[Worker] = []
+        self._busy: set[Worker] = set()
+        self._starting = 0
+        self._closed = False
+        self._pid = os.getpid()
+        self._workdir: str | None = None
+        self._counters: dict[str, int] = {"calls": 0, "ok": 0, "failed": 0, "timeouts": 0, "spawned": 0,
+                                          "killed": 0, "spawn_failures": 0}
+        self._spawn_ms: deque[float] = deque(maxlen=64)
+        self.last_spawn_error: str | None = None
+        _POOLS.add(self)
+        if prewarm:
+            with self._cond:
+                for _ in range(self.size):
+                    self._start_spawn()
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def run(self, source: str, payload: bytes, *, file: str, timeout_s: float) -> RunOutcome:
+        """Run `source` on the JSON `payload` in a worker; raise a SandboxError for every failure.
+
+        The deadline (`timeout_s`) starts when a worker is ours; waiting for a free worker
+        is bounded separately by `acquire_timeout_s`.
+        """
+        meta = orjson.dumps({"source": source, "file": file})
+        for attempt in (1, 2):
+            worker = self._acquire()
+            started = time.monotonic()
+            deadline = started + timeout_s
+            try:
+                response = worker.call(meta, payload, deadline)
+            except _Expired:
+                self._discard(worker, "timeout")
+                self._count("timeouts")
+                self._count("failed")
+                raise SandboxTimeout(f"no answer within {timeout_s * 1000:.0f} ms; the worker was killed",
+                                     file=file) from None
+            except _WorkerGone as gone:
+                why = worker.death()
+                self._discard(worker, why)
+                if gone.before_request and attempt == 1:
+                    continue  # it died while idle, before it saw this request: try a fresh one
+                self._count("failed")
+                raise SandboxLimitError(f"the sandbox worker died: {why}", file=file) from None
+            except orjson.JSONDecodeError:
+                self._discard(worker, "garbled response")
+                self._count("failed")
+                raise SandboxLimitError("the sandbox worker sent a garbled response", file=file) from None
+            except BaseException:
+                # Anything unexpected (KeyboardInterrupt in the caller…): the worker's state is unknown.
+                self._discard(worker, "interrupted")
+                raise
+            elapsed = time.monotonic() - started
+            if response.get("retire") or worker.runs >= self.limits.max_runs:
+                self._discard(worker, "retired")
+            else:
+                self._release(worker)
+            if response.get("kind") == "unavailable" and attempt == 1:
+                continue  # the worker had spent its lifetime CPU budget before running anything
+            if response.get("ok"):
+                self._count("ok")
+                return RunOutcome(response.get("result"), str(response.get("printed") or ""), elapsed, worker.pid)
+            self._count("failed")
+            cls = KINDS.get(str(response.get("kind")), SandboxError)
+            line = response.get("line")
+            message = str(response.get("message") or "failed")[:MAX_MESSAGE_CHARS]
+            error = cls(message, file=file, line=line if type(line) is int else None)
+            error.printed = str(response.get("printed") or "")
+            raise error
+        raise SandboxUnavailable("sandbox workers keep dying before they take a request", file=file)
+
+    def close(self) -> None:
+        """Kill every worker (busy ones as they come back) and remove the working directory."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for worker in idle:
+            worker.kill()
+        for worker in idle:
+            worker.reap()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def wait_ready(self, n: int | None = None, timeout_s: float = SPAWN_TIMEOUT_S) -> bool:
+        """Block until `n` (default: all) workers are idle; for benchmarks and tests."""
+        want = self.size if n is None else n
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self._idle) < want:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                if len(self._idle) + len(self._busy) + self._starting < self.size:
+                    self._start_spawn()
+                self._cond.wait(remaining)
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            out: dict[str, Any] = dict(self._counters)
+            out.update(size=self.size, idle=len(self._idle), busy=len(self._busy), starting=self._starting,
+                       closed=self._closed)
+            spawn = sorted(self._spawn_ms)
+        out["spawn_ms_p50"] = round(spawn[len(spawn) // 2], 1) if spawn else None
+        out["last_spawn_error"] = self.last_spawn_error
+        return out
+
+    def worker_pids(self) -> list[int]:
+        with self._cond:
+            return sorted(w.pid for w in [*self._idle, *self._busy])
+
+    # ---------------------------------------------------------------- internals
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._cond:
+            self._counters[name] = self._counters.get(name, 0) + n
+
+    def _acquire(self) -> Worker:
+        deadline = time.monotonic() + self.acquire_timeout_s
+        with self._cond:
+            self._counters["calls"] += 1
+            while True:
+                if self._closed:
+                    raise SandboxUnavailable("the sandbox pool is closed")
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        self._busy.add(worker)
+                        return worker
+                    self._retire_later(worker, "died while idle")
+                if len(self._busy) + self._starting < self.size:
+                    self._start_spawn()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    why = f"; last start failure: {self.last_spawn_error}" if self.last_spawn_error else ""
+                    raise SandboxUnavailable(f"no sandbox worker was free within {self.acquire_timeout_s:g} s "
+                                             f"({len(self._busy)} of {self.size} busy){why}")
+                self._cond.wait(remaining)
+
+    def _release(self, worker: Worker) -> None:
+        with self._cond:
+            self._busy.discard(worker)
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._idle.append(worker)
+                self._cond.notify()
+        if closed:
+            worker.kill()
+            worker.reap()
+
+    def _discard(self, worker: Worker, why: str) -> None:
+        """Kill now (the caller returns at once); reap and replace in the background."""
+        worker.kill()
+        with self._cond:
+            self._busy.discard(worker)
+            self._counters["killed"] += 1
+            self._retire_later(worker, why)
+            if not self._closed and len(self._idle) + len(self._busy) + self._starting < self.size:
+                self._start_spawn()
+
+    def _retire_later(self, worker: Worker, why: str) -> None:
+        log.debug("sandbox worker %d retired: %s", worker.pid, why)
+        worker.kill()
+        threading.Thread(target=worker.reap, name="policyctl-sandbox-reap", daemon=True).start()
+
+    def _start_spawn(self) -> None:
+        # Called with the lock held.
+        if self._workdir is None:
+            # Empty and private (mode 0700); workers start in it and cannot write to it.
+            self._workdir = tempfile.mkdtemp(prefix="policyctl-sandbox-")
+        self._starting += 1
+        threading.Thread(target=self._spawn_one, args=(self._workdir,), name="policyctl-sandbox-spawn",
+                         daemon=True).start()
+
+    def _spawn_one(self, workdir: str) -> None:
+        started = time.monotonic()
+        try:
+            worker = Worker.spawn(self.limits, workdir)
+        except (SandboxError, OSError) as exc:
+            with self._cond:
+                self._starting -= 1
+                self._counters["spawn_failures"] += 1
+                self.last_spawn_error = str(exc)
+                self._cond.notify_all()
+            log.warning("sandbox worker did not start: %s", exc)
+            time.sleep(0.5)  # do not spin if workers cannot start at all
+            return
+        with self._cond:
+            self._starting -= 1
+            if self._closed or self._pid != os.getpid():
+                keep = False
+            else:
+                keep = True
+                self._counters["spawned"] += 1
+                self._spawn_ms.append((time.monotonic() - started) * 1000)
+                self._idle.append(worker)
+                self._cond.notify()
+        if not keep:
+            worker.kill()
+            worker.reap()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the workers belong to the parent; close our copies of their pipes only."""
+        for worker in [*self._idle, *self._busy]:
+            worker.close_pipes()
+        self._idle, self._busy, self._starting = [], set(), 0
+        self._cond = threading.Condition()
+        self._pid = os.getpid()
+        self._workdir = None  # the parent's; this process makes its own when it needs workers
+
+
+# -------------------------------------------------------------------- the shared pool
+
+_shared_lock = threading.Lock()
+_shared: WorkerPool | None = None
+_shared_refs = 0
+
+
+def shared_pool() -> WorkerPool:
+    """The process's pool, started on first use (its workers start warming at once)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.closed:
+            _shared = WorkerPool()
+        return _shared
+
+
+def acquire_shared_pool() -> WorkerPool:
+    """The shared pool, counted as in use until `release_shared_pool`; the last release stops it."""
+    global _shared_refs
+    pool = shared_pool()
+    with _shared_lock:
+        _shared_refs += 1
+    return pool
+
+
+def release_shared_pool(pool: WorkerPool) -> None:
+    global _shared, _shared_refs
+    with _shared_lock:
+        if pool is not _shared:
+            return
+        _shared_refs = max(0, _shared_refs - 1)
+        if _shared_refs:
+            return
+        _shared = None
+    pool.close()
+
+
+def shutdown() -> None:
+    """Stop the shared pool now (tests, process exit)."""
+    global _shared, _shared_refs
+    with _shared_lock:
+        pool, _shared, _shared_refs = _shared, None, 0
+    if pool is not None:
+        pool.close()
+
+
+def _after_fork_in_child() -> None:
+    global _shared_lock, _shared, _shared_refs
+    _shared_lock = threading.Lock()
+    _shared, _shared_refs = None, 0
+    for pool in list(_POOLS):
+        with contextlib.suppress(Exception):
+            pool._forget_after_fork()
+
+
+def _close_all() -> None:
+    for pool in list(_POOLS):
+        if pool._pid == os.getpid():
+            pool.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all)
