@@ -19,6 +19,7 @@ COMMANDS = {
     "check": "policyctl.cli.check:check",
     "cluster": "policyctl.cli.cluster:cluster",
     "decide": "policyctl.cli.decide:decide",
+    "draft": "policyctl.cli.draft:draft",
     "bundle": "policyctl.cli.bundle:bundle",
     "gateway": "policyctl.cli.gateway:gateway",
     "override": "policyctl.cli.override:override",

@@ -1,0 +1,110 @@
+"""Drafting: from a failure cluster to a verified Rego rule module and its regression fixtures.
+
+Drafters sit behind one protocol in a registry: `induce` (offline, deterministic, the
+default) and `anthropic` (Claude through the anthropic SDK). Whatever drafts it, a rule
+is verified the same way before it is written: it compiles with the policy set, every
+fixture passes, it prevents the held-out failures and leaves ok traffic alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from policyctl.decide import Pipeline, build_revision
+from policyctl.draft.data import Evidence, load_evidence
+from policyctl.draft.model import Draft
+from policyctl.errors import PolicyctlError
+from policyctl.repo import Snapshot
+
+
+class Drafter(Protocol):
+    name: str
+
+    def draft(self, ev: Evidence, *, base: Pipeline, base_snapshot: Snapshot, taken: set[str]) -> Draft | str:
+        """A draft for one cluster (already verified), or the reason there is none."""
+        ...
+
+
+class InduceDrafter:
+    name = "induce"
+
+    def draft(self, ev: Evidence, *, base: Pipeline, base_snapshot: Snapshot, taken: set[str]) -> Draft | str:
+        from policyctl.draft.induce import draft_induce
+        from policyctl.draft.verify import make_fixtures, verify
+
+        d = draft_induce(ev, taken=taken)
+        if isinstance(d, str):
+            return d
+        d.fixtures = make_fixtures(d, ev, base)
+        return verify(d, ev, base_snapshot, base)
+
+
+def _anthropic() -> Drafter:
+    from policyctl.draft.llm import AnthropicDrafter
+
+    return AnthropicDrafter()
+
+
+DRAFTERS: dict[str, Callable[[], Drafter]] = {"induce": InduceDrafter, "anthropic": _anthropic}
+
+
+@dataclass
+class DraftRun:
+    drafts: list[Draft] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    read: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> list[Draft]:
+        return [d for d in self.drafts if d.verified]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drafts": [d.to_dict() for d in self.drafts], "skipped": self.skipped, "read": self.read,
+                "verified": len(self.verified), "rejected": len(self.drafts) - len(self.verified)}
+
+
+def run_drafts(clusters_doc: dict[str, Any], logs: list[Path], base_snapshot: Snapshot, *,
+               drafter: str | Drafter = "induce", only: list[str] | None = None,
+               progress: Callable[[str], None] | None = None) -> DraftRun:
+    """Draft every systemic cluster (or those named in `only`) against the base policy set."""
+    clusters = [c for c in clusters_doc.get("clusters", []) if c.get("systemic")]
+    if only:
+        unknown = set(only) - {c["fingerprint"] for c in clusters}
+        if unknown:
+            raise PolicyctlError(f"no systemic cluster with fingerprint {', '.join(sorted(unknown))} in the clusters file")
+        clusters = [c for c in clusters if c["fingerprint"] in only]
+    impl = DRAFTERS[drafter]() if isinstance(drafter, str) else drafter
+    base = build_revision(base_snapshot, verify=False).pipeline
+    evidence, stats = load_evidence(clusters, logs)
+    run = DraftRun(read={"lines": stats.lines, "kept": stats.kept, "rejected": stats.rejected,
+                         "problems": [p.to_dict() for p in stats.problems[:20]]})
+    taken = {m.name for m in base.policies.rule_modules}
+    for ev in evidence:
+        if progress:
+            progress(ev.cluster["fingerprint"])
+        if not ev.failures:
+            run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "reason": "none of its events are in these logs"})
+            continue
+        result = impl.draft(ev, base=base, base_snapshot=base_snapshot, taken=taken)
+        if isinstance(result, str):
+            run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "title": ev.cluster.get("title"), "reason": result})
+            continue
+        taken.add(result.name)
+        run.drafts.append(result)
+    return run
+
+
+def write_drafts(drafts: list[Draft], root: Path) -> list[Path]:
+    written = []
+    for d in drafts:
+        for rel, text in ((d.module_path, d.module_text),
+                          (d.fixtures_path, "".join(json.dumps(f, sort_keys=True) + "\n" for f in d.fixtures))):
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
+    return written

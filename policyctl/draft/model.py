@@ -1,0 +1,162 @@
+"""A draft: conditions, a remedy, the Rego module and fixtures that encode them, and its verification."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyctl.engine.modules import tag
+
+# Fields of an action an agent can change without changing what it does.
+NOT_ROUTABLE = ("action.type", "action.file_type", "action.format", "action.size_bytes")
+
+
+def value_at(input: dict[str, Any], path: str) -> Any:
+    node: Any = input
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One test of an input: `field op value`. Fields are dotted input paths, `count(agents)` or `role`."""
+
+    field: str
+    op: str  # == != > <= has_role
+    value: Any
+
+    def holds(self, input: dict[str, Any]) -> bool:
+        if self.field == "role":
+            roles = {a.get("role") for a in input.get("agents") or [] if isinstance(a, dict)}
+            return (self.value in roles) == (self.op == "has_role")
+        got = len(input.get("agents") or []) if self.field == "count(agents)" else value_at(input, self.field)
+        if self.op in ("==", "!="):
+            same = got is not _MISSING and tag(got) == tag(self.value)
+            return same if self.op == "==" else not same
+        if got is _MISSING or isinstance(got, bool) or not isinstance(got, int | float):
+            return False
+        return got > self.value if self.op == ">" else got <= self.value
+
+    def rego(self, var: str = "") -> list[str]:
+        if self.field == "role":
+            v = var or f"agent_{_ident(str(self.value))}"
+            if self.op == "has_role":
+                return [f"some {v} in input.agents", f"{v}.role == {json.dumps(self.value)}"]
+            return [f"not any_role({json.dumps(self.value)})"]
+        ref = "count(input.agents)" if self.field == "count(agents)" else f"input.{self.field}"
+        if self.op == "!=":
+            parts = json.dumps(self.field.split("."))
+            return [f"object.get(input, {parts}, null) != {json.dumps(self.value)}"]
+        return [f"{ref} {self.op} {_literal(self.value)}"]
+
+    def words(self) -> str:
+        parts = self.field.split(".")
+        # "kind", "type" and "id" alone do not say whose: keep the parent ("resource kind")
+        name = " ".join(parts[-2:] if len(parts) > 1 and parts[-1] in ("kind", "type", "id") else parts[-1:]).replace("_", " ")
+        if self.field == "kind" and self.op == "==":
+            return f"an {self.value}" if str(self.value)[:1] in "aeiou" else f"a {self.value}"
+        if self.field == "role":
+            return f"an agent with role {self.value}" if self.op == "has_role" else f"no agent with role {self.value}"
+        if self.field == "count(agents)":
+            return f"more than {self.value} agents" if self.op == ">" else f"at most {self.value} agents"
+        if self.op == "==":
+            return f"{name} {self.value}"
+        if self.op == "!=":
+            return f"{name} not {self.value}"
+        return f"{name} {'above' if self.op == '>' else 'at most'} {_human(self.value)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "op": self.op, "value": self.value, "rego": self.rego(), "words": self.words()}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value)
+
+
+def _human(value: Any) -> str:
+    if isinstance(value, int | float) and abs(value) >= 10_000:
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= size:
+                return f"{value / size:.3g}{unit}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"
+
+
+def nice_threshold(value: float, below: list[float], above: list[float]) -> float:
+    """The roundest number that still puts every `below` value at or under it and `above` values over it."""
+    lo = max(below) if below else -math.inf
+    hi = min(above) if above else math.inf
+    if lo >= hi:
+        return value
+    for digits in range(1, 8):
+        for candidate in (_round(value, digits), _round(lo, digits), _round(hi, digits)):
+            if lo <= candidate < hi:
+                return float(candidate)
+    return value
+
+
+def _round(x: float, digits: int) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    scale = 10 ** (digits - 1 - math.floor(math.log10(abs(x))))
+    return round(x * scale) / scale
+
+
+@dataclass
+class Remedy:
+    action: str  # route | arbitrate | deny
+    params: dict[str, Any]
+    why: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Draft:
+    """One drafted rule module for one cluster, verified or rejected with reasons."""
+
+    name: str
+    fingerprint: str
+    title: str
+    rule_id: str
+    bodies: list[list[Condition]]
+    remedy: Remedy
+    message: str
+    description: str
+    module_path: str
+    module_text: str
+    fixtures_path: str
+    fixtures: list[dict[str, Any]]
+    drafter: str
+    verification: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False
+    reasons: list[str] = field(default_factory=list)
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+    def conditions_in_words(self) -> list[str]:
+        return [" and ".join(c.words() for c in body) for body in self.bodies]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "fingerprint": self.fingerprint, "title": self.title, "rule_id": self.rule_id,
+            "drafter": self.drafter, "verified": self.verified, "reasons": self.reasons,
+            "conditions": [[c.to_dict() for c in body] for body in self.bodies],
+            "conditions_in_words": self.conditions_in_words(),
+            "remedy": {"action": self.remedy.action, "params": self.remedy.params, "why": self.remedy.why,
+                       "evidence": self.remedy.evidence},
+            "message": self.message, "module_path": self.module_path, "module": self.module_text,
+            "fixtures_path": self.fixtures_path, "fixtures": len(self.fixtures), "verification": self.verification,
+        }

@@ -1,0 +1,188 @@
+"""Verification every drafter's output passes before it can reach a pull request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from policyctl.decide import Pipeline, build_revision
+from policyctl.draft.data import Evidence
+from policyctl.draft.induce import arbitrate_order
+from policyctl.draft.model import Draft
+from policyctl.engine.modules import tag
+from policyctl.errors import PolicyCompileError
+from policyctl.repo import Snapshot
+from policyctl.shadow.replay import decide, signature
+
+MIN_PREVENTED = 0.95
+MAX_COLLATERAL = 0.005
+MAX_FIXTURES = 5
+
+
+def _key(input: dict[str, Any]) -> str:
+    return json.dumps(input, sort_keys=True)
+
+
+def make_fixtures(d: Draft, ev: Evidence, base: Pipeline) -> list[dict[str, Any]]:
+    """`prevent` cases from the cluster's training failures, `keep` cases from the nearest ok traffic."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for event in ev.train:
+        inp = event["input"]
+        if _key(inp) in seen or not any(all(c.holds(inp) for c in b) for b in d.bodies):
+            continue
+        seen.add(_key(inp))
+        expect: dict[str, Any] = {"action": d.remedy.action}
+        if d.remedy.action == "route":
+            expect["params"] = d.remedy.params
+        elif d.remedy.action == "arbitrate":
+            order = arbitrate_order(inp)
+            expect["params"] = {"winner": order[0], "order": order}
+        out.append({"id": f"{d.name}-prevent-{len(out) + 1:03d}", "input": inp, "expect": expect, "why": "prevent",
+                    "origin": event["id"]})
+        if len(out) >= MAX_FIXTURES:
+            break
+    # keep: ok traffic that meets all but one condition of a body, the closest a rule comes to misfiring
+    near = []
+    for event in ev.ok:
+        inp = event["input"]
+        for body in d.bodies:
+            missed = sum(1 for c in body if not c.holds(inp))
+            if missed == 1 and _key(inp) not in seen:
+                near.append((event, body))
+                break
+    for kept, (event, _) in enumerate(sorted(near, key=lambda eb: eb[0]["id"])):
+        if kept >= MAX_FIXTURES:
+            break
+        inp = event["input"]
+        decision = base.decide_dict(inp)
+        expect = {"action": decision["action"]}
+        if decision.get("params"):
+            expect["params"] = decision["params"]
+        seen.add(_key(inp))
+        out.append({"id": f"{d.name}-keep-{kept + 1:03d}", "input": inp, "expect": expect, "why": "keep",
+                    "origin": event["id"]})
+    return out
+
+
+def candidate_snapshot(base: Snapshot, drafts: list[Draft]) -> Snapshot:
+    files = dict(base.files)
+    for d in drafts:
+        files[d.module_path] = d.module_text.encode()
+        files[d.fixtures_path] = "".join(json.dumps(f, sort_keys=True) + "\n" for f in d.fixtures).encode()
+    return Snapshot(revision=None, files=files, blob_ids={}, root=base.root)
+
+
+def in_region(input: dict[str, Any], cluster: dict[str, Any]) -> bool:
+    """Whether an input is like the cluster's failures on everything the clustering found explains them.
+
+    A fault that fires nine times in ten leaves lucky successes in its own region; the remedy
+    changes them by design. The region comes from the clustering, not from the drafted rule.
+    """
+    from policyctl.draft.model import value_at
+
+    cycle = cluster.get("deadlock")
+    if cycle:
+        roles = {a.get("role") for a in input.get("agents") or [] if isinstance(a, dict)}
+        kind = value_at(input, "resource.kind")
+        return set(cycle.get("roles", [])) <= roles and kind in cycle.get("resource_kinds", [])
+    strong = [c for c in cluster.get("distinguishing", []) if c.get("share", 0) >= 0.8]
+    nums = cluster.get("numeric", [])
+    if not strong and not nums:
+        return False
+    for c in strong:
+        if c["field"] == "role":
+            if c["value"] not in {a.get("role") for a in input.get("agents") or [] if isinstance(a, dict)}:
+                return False
+        else:
+            got = len(input.get("agents") or []) if c["field"] == "count(agents)" else value_at(input, c["field"])
+            if not _same(got, c["value"]):
+                return False
+    for n in nums:
+        got = len(input.get("agents") or []) if n["field"] == "count(agents)" else value_at(input, n["field"])
+        if not isinstance(got, int | float) or isinstance(got, bool):
+            return False
+        if (n["direction"] == ">" and got < n["threshold"]) or (n["direction"] == "<" and got > n["threshold"]):
+            return False
+    return True
+
+
+def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft:
+    """Fill d.verification and d.verified; the reasons say exactly what failed."""
+    v: dict[str, Any] = {}
+    try:
+        revision = build_revision(candidate_snapshot(base_snap, [d]), verify=True)
+    except PolicyCompileError as exc:
+        d.reasons = [str(p) for p in exc.problems[:10]] or [exc.message]
+        d.verification = {"compiled": False, "fixtures_passed": False}
+        d.verified = False
+        return d
+    cand = revision.pipeline
+    v["compiled"] = True
+    v["fixtures_passed"] = True
+    v["fixtures"] = {"total": len(revision.fixtures), "added": len(d.fixtures)}
+    module = cand.policies.module_by_name(d.name)
+
+    def reachable(inp: dict[str, Any]) -> bool:
+        if module is None:
+            return True
+        key = dict(zip(cand.policies.index_paths, cand.policies.key(inp), strict=True))
+        return module.applies(key)
+
+    def prevented(events: list[dict[str, Any]]) -> tuple[int, int]:
+        n = 0
+        for e in events:
+            logged = e.get("decision") if isinstance(e.get("decision"), dict) else None
+            with_params = logged is None or "params" in logged
+            now = decide(cand, e["input"])
+            then = signature(logged, with_params) if logged else signature(decide(base, e["input"]))
+            n += signature(now, with_params) != then
+        return n, len(events)
+
+    held, total = prevented(ev.holdout)
+    train_n, train_total = prevented(ev.train)
+    v["holdout"] = {"events": total, "prevented": held, "prevented_pct": round(100 * held / total, 2) if total else None}
+    v["train"] = {"events": train_total, "prevented": train_n,
+                  "prevented_pct": round(100 * train_n / train_total, 2) if train_total else None}
+    changed = evaluated = in_region_changed = 0
+    transitions: dict[str, int] = {}
+    examples: list[dict[str, Any]] = []
+    for e in ev.ok:
+        inp = e["input"]
+        if not reachable(inp):
+            continue  # the index proves the new module cannot fire: the decision is base's
+        evaluated += 1
+        b = ev.base_cache.get(e["id"])
+        if b is None:
+            b = ev.base_cache[e["id"]] = decide(base, inp)
+        c = decide(cand, inp)
+        if signature(b) != signature(c):
+            if in_region(inp, ev.cluster):
+                in_region_changed += 1
+                continue
+            changed += 1
+            t = f"{b.get('action')}→{c.get('action')}"
+            transitions[t] = transitions.get(t, 0) + 1
+            if len(examples) < 3:
+                examples.append({"id": e["id"], "input": inp, "base": b.get("action"), "candidate": c.get("action")})
+    ok = len(ev.ok)
+    v["collateral"] = {"ok_events": ok, "ok_events_in_logs": ev.ok_total, "reachable": evaluated, "changed": changed,
+                       "in_region_changed": in_region_changed,
+                       "in_region_note": "lucky successes inside the failure's region, changed by design; not collateral",
+                       "collateral_pct": round(100 * changed / ok, 3) if ok else 0.0, "transitions": transitions,
+                       "examples": examples}
+    d.verification = v
+    reasons = []
+    if total and held / total < MIN_PREVENTED:
+        reasons.append(f"prevents {held} of {total} held-out failures ({100 * held / total:.1f}%), under {100 * MIN_PREVENTED:.0f}%")
+    if not total:
+        reasons.append("no held-out failures to verify against")
+    if ok and changed / ok > MAX_COLLATERAL:
+        reasons.append(f"changes {changed} of {ok} ok events ({100 * changed / ok:.2f}%), over {100 * MAX_COLLATERAL:.1f}%")
+    d.reasons = reasons
+    d.verified = not reasons
+    return d
+
+
+def _same(a: Any, b: Any) -> bool:
+    return tag(a) == tag(b)
