@@ -268,11 +268,11 @@ def choose_remedy(ev: Evidence, bodies: list[list[Condition]]) -> Remedy:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-        alternatives = [f"{o[2]} ({o[0]})" for o in options[1:4] if o[1] is cond]
+        runners_up = [f"{o[2]} ({o[0]})" for o in options[1:4] if o[1] is cond]
         return Remedy("route", params, f"the same traffic over {cond.field.rsplit('.', 1)[-1]} {value} succeeded "
                       f"{support} times in the logs without a failure", {"field": cond.field, "from": cond.value,
                                                                          "to": value, "support": support,
-                                                                         "other_alternatives": alternatives})
+                                                                         "other_alternatives": runners_up})
     return Remedy("deny", {}, "nothing in the logs works for this traffic: no routable field has an alternative "
                   "that succeeds, so the attempt is refused before it fails", {"alternatives": []})
 
