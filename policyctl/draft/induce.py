@@ -21,9 +21,9 @@ from policyctl.draft.data import Evidence
 from policyctl.draft.model import NOT_ROUTABLE, Condition, Draft, Remedy, nice_threshold, value_at
 
 MAX_DEPTH = 4
-# A fault that fires with probability 0.9 leaves 10% lucky successes inside its own region:
-# a body is a failure region when at least three in four of its attempts fail.
-MIN_PRECISION = 0.75
+# A fault that fires with probability 0.75 leaves 25% lucky successes inside its own region:
+# a body is a failure region when most of its attempts fail (with a margin over one half).
+MIN_PRECISION = 0.6
 MIN_ROUTE_SUPPORT = 10
 LEADING = ("kind", "action.type", "resource.kind")
 
