@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,13 +21,15 @@ from policyctl.cli.common import repo_option
 @click.option("--cluster", "only", multiple=True, help="Draft only this fingerprint; repeat for more.")
 @click.option("--drafter", type=click.Choice(["induce", "anthropic"]), default="induce", show_default=True,
               help="induce: offline, deterministic; anthropic: Claude (ANTHROPIC_API_KEY).")
+@click.option("--model", envvar="POLICYCTL_ANTHROPIC_MODEL", default=None,
+              help="Claude model for --drafter anthropic [env: POLICYCTL_ANTHROPIC_MODEL].")
 @click.option("--base", default="HEAD", show_default=True, help="The policy revision the drafts are verified against.")
 @click.option("--write", is_flag=True, help="Write verified drafts into the repository's working tree.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write verified drafts, draft.json and DRAFTS.md under this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print draft.json.")
-def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[str, ...], drafter: str, base: str,
-          write: bool, out_dir: Path | None, as_json: bool) -> int:
+def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[str, ...], drafter: str,
+          model: str | None, base: str, write: bool, out_dir: Path | None, as_json: bool) -> int:
     """Draft a Rego rule module and fixtures for each systemic cluster, and verify it.
 
     A draft is kept only when it compiles with the policy set at --base, every
@@ -44,7 +47,12 @@ def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[s
         clusters_doc = json.loads(clusters_file.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{clusters_file}: cannot read clusters ({exc})") from exc
-    run = run_drafts(clusters_doc, list(logs), snapshot(repo, base), drafter=drafter, only=list(only) or None,
+    impl: Any = drafter
+    if drafter == "anthropic":
+        from policyctl.draft.llm import AnthropicDrafter
+
+        impl = AnthropicDrafter(model=model)
+    run = run_drafts(clusters_doc, list(logs), snapshot(repo, base), drafter=impl, only=list(only) or None,
                      progress=(lambda fp: click.echo(f"drafting {fp} …", err=True)) if sys.stderr.isatty() else None)
     doc = run.to_dict()
     if write:

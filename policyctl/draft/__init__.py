@@ -89,12 +89,18 @@ def run_drafts(clusters_doc: dict[str, Any], logs: list[Path], base_snapshot: Sn
         if not ev.failures:
             run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "reason": "none of its events are in these logs"})
             continue
-        result = impl.draft(ev, base=base, base_snapshot=base_snapshot, taken=taken)
+        try:
+            result = impl.draft(ev, base=base, base_snapshot=base_snapshot, taken=taken)
+        except PolicyctlError as exc:  # one cluster's failure (an API error) must not lose the others' drafts
+            result = f"{exc.code}: {exc.message}"
         if isinstance(result, str):
             run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "title": ev.cluster.get("title"), "reason": result})
             continue
         taken.add(result.name)
         run.drafts.append(result)
+    close = getattr(impl, "close", None)
+    if callable(close) and isinstance(drafter, str):
+        close()
     return run
 
 
