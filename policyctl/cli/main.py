@@ -16,13 +16,16 @@ from policyctl.errors import PolicyctlError
 
 # name -> "module:attribute"; imported only when the command runs, so `--help` stays light.
 COMMANDS = {
+    "bot": "policyctl.cli.bot:bot",
     "check": "policyctl.cli.check:check",
     "cluster": "policyctl.cli.cluster:cluster",
     "decide": "policyctl.cli.decide:decide",
+    "demo": "policyctl.cli.demo:demo",
     "draft": "policyctl.cli.draft:draft",
     "bundle": "policyctl.cli.bundle:bundle",
     "gateway": "policyctl.cli.gateway:gateway",
     "override": "policyctl.cli.override:override",
+    "pr": "policyctl.cli.pr:pr",
     "simulate": "policyctl.cli.simulate:simulate",
     "shadow": "policyctl.cli.shadow:shadow",
 }

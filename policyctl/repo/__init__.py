@@ -149,3 +149,255 @@ def first_parent_history(repo_path: str | Path, ref: str, limit: int = 50) -> li
 def commit_summary(repo_path: str | Path, rev: str) -> str:
     with open_repo(repo_path) as repo:
         return str(_commit(repo, rev).summary)
+
+
+# --------------------------------------------------------------------------- writing: branches, commits, merges
+# Used by the bot and the local forge. None of these touch the working tree or the index
+# of the repository, except merge_branch when the base branch is checked out (then it is
+# a plain `git merge` there, so the working tree follows the branch, as a user expects).
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit: id, author, committer email and first line of the message."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    committer_email: str
+    summary: str
+
+
+def _git_error(what: str, exc: git.GitCommandError) -> RepoError:
+    detail = (exc.stderr or exc.stdout or "").strip().replace("stderr: ", "").strip("'\n ")
+    return RepoError(f"{what}: {detail or exc}")
+
+
+def git_dir(repo_path: str | Path) -> Path:
+    """The repository's common git directory (shared by all its worktrees): where tools keep state."""
+    with open_repo(repo_path) as repo:
+        return Path(repo.common_dir).resolve()
+
+
+def branch_tip(repo_path: str | Path, branch: str) -> str | None:
+    """The commit `refs/heads/<branch>` points to, or None when there is no such branch."""
+    with open_repo(repo_path) as repo:
+        return _ref_sha(repo, f"refs/heads/{branch}")
+
+
+def _ref_sha(repo: git.Repo, ref: str) -> str | None:
+    try:
+        return str(repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")) or None
+    except git.GitCommandError:
+        return None
+
+
+def commit_files(repo_path: str | Path, base_ref: str, files: Mapping[str, bytes], message: str, *,
+                 author: tuple[str, str]) -> str:
+    """A new commit whose parent is `base_ref` and whose tree is base's with `files` written in.
+
+    `author` is (name, email); it is the committer too. No ref moves: use update_branch.
+    The work happens in a private index file, never the repository's index or working tree.
+    """
+    import tempfile
+
+    name, email = author
+    with open_repo(repo_path) as repo:
+        base = _commit(repo, base_ref)
+        with tempfile.TemporaryDirectory(prefix="policyctl-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"),
+                   "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                   "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+            try:
+                repo.git.read_tree(base.hexsha, env=env)
+                for path, data in sorted(files.items()):
+                    blob = _store_blob(repo, data)
+                    repo.git.update_index("--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+                tree = repo.git.write_tree(env=env)
+                return str(repo.git.commit_tree(tree, "-p", base.hexsha, "-m", message, env=env))
+            except git.GitCommandError as exc:
+                raise _git_error(f"cannot commit {', '.join(sorted(files))} onto {base_ref}", exc) from exc
+
+
+def _store_blob(repo: git.Repo, data: bytes) -> str:
+    from io import BytesIO
+
+    from gitdb import IStream
+
+    stream = repo.odb.store(IStream("blob", len(data), BytesIO(data)))
+    hexsha = stream.hexsha
+    return hexsha.decode() if isinstance(hexsha, bytes) else str(hexsha)
+
+
+def update_branch(repo_path: str | Path, branch: str, sha: str, expected: str | None) -> None:
+    """Point `refs/heads/<branch>` at `sha` if it still points at `expected` (None: must not exist).
+
+    Compare-and-swap, so a push by someone else between reading and writing is never lost.
+    A branch checked out in the working tree is refused: moving it would desynchronise the tree.
+    """
+    ref = f"refs/heads/{branch}"
+    with open_repo(repo_path) as repo:
+        if not repo.bare:
+            try:
+                current = repo.git.symbolic_ref("-q", "HEAD")
+            except git.GitCommandError:
+                current = ""
+            if current == ref:
+                raise RepoError(f"{branch} is checked out in {repo.working_dir}; switch to another branch "
+                                "so the bot can update it")
+        try:
+            repo.git.update_ref("-m", "policyctl bot", ref, sha, expected or "0" * 40)
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot move {branch} (did someone push to it meanwhile?)", exc) from exc
+
+
+def branch_commits(repo_path: str | Path, base_ref: str, tip: str) -> list[CommitInfo]:
+    """Commits reachable from `tip` but not from `base_ref`, newest first."""
+    with open_repo(repo_path) as repo:
+        base = _commit(repo, base_ref)
+        head = _commit(repo, tip)
+        out = []
+        for c in repo.iter_commits(f"{base.hexsha}..{head.hexsha}"):
+            out.append(CommitInfo(sha=c.hexsha, author_name=str(c.author.name or ""),
+                                  author_email=str(c.author.email or ""),
+                                  committer_email=str(c.committer.email or ""), summary=str(c.summary)))
+        return out
+
+
+def commit_changes(repo_path: str | Path, rev: str) -> dict[str, bytes | None]:
+    """The files `rev` changes against its first parent: new contents, or None for a deletion."""
+    with open_repo(repo_path) as repo:
+        commit = _commit(repo, rev)
+        parent = commit.parents[0] if commit.parents else None
+        out: dict[str, bytes | None] = {}
+        if parent is None:
+            for item in commit.tree.traverse():
+                if isinstance(item, git.Blob):
+                    out[str(item.path)] = item.data_stream.read()
+            return out
+        for diff in parent.diff(commit):
+            if diff.deleted_file:
+                out[str(diff.a_path)] = None
+                continue
+            if diff.renamed_file and diff.a_path:
+                out[str(diff.a_path)] = None
+            blob = diff.b_blob
+            if blob is not None:
+                out[str(diff.b_path)] = blob.data_stream.read()
+        return out
+
+
+def read_file(repo_path: str | Path, rev: str, path: str) -> bytes | None:
+    """The contents of `path` at `rev`, or None when it does not exist there."""
+    with open_repo(repo_path) as repo:
+        commit = _commit(repo, rev)
+        try:
+            item = commit.tree / path
+        except KeyError:
+            return None
+        return item.data_stream.read() if isinstance(item, git.Blob) else None
+
+
+def fetch_branch(repo_path: str | Path, remote: str, branch: str, *, into: str,
+                 env: Mapping[str, str] | None = None) -> str | None:
+    """Fetch `branch` from `remote` (a name or URL) into the ref `into`; its commit, or None if absent.
+
+    When the remote has no such branch, `into` is deleted so a stale copy is never used.
+    """
+    with open_repo(repo_path) as repo:
+        try:
+            listed = str(repo.git.ls_remote("--heads", remote, f"refs/heads/{branch}", env=dict(env or {})))
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot list branches of {_redact(remote)}", exc) from exc
+        if not listed.strip():
+            if _ref_sha(repo, into):
+                repo.git.update_ref("-d", into)
+            return None
+        try:
+            repo.git.fetch("--quiet", "--no-tags", remote, f"+refs/heads/{branch}:{into}", env=dict(env or {}))
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot fetch {branch} from {_redact(remote)}", exc) from exc
+        return _ref_sha(repo, into)
+
+
+def push_branch(repo_path: str | Path, remote: str, sha: str, branch: str, *, expected: str | None,
+                env: Mapping[str, str] | None = None) -> None:
+    """Push `sha` to `refs/heads/<branch>` on `remote`, only if the remote branch is still at `expected`.
+
+    `--force-with-lease` with an explicit expected value: the bot replaces its own commit,
+    but never a commit someone pushed after the bot looked.
+    """
+    ref = f"refs/heads/{branch}"
+    lease = f"--force-with-lease={ref}:{expected or ''}"
+    with open_repo(repo_path) as repo:
+        try:
+            repo.git.push("--quiet", "--porcelain", lease, remote, f"{sha}:{ref}", env=dict(env or {}))
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot push {branch} to {_redact(remote)}", exc) from exc
+
+
+def _redact(remote: str) -> str:
+    import re
+
+    return re.sub(r"//[^/@]+@", "//***@", remote)
+
+
+def merge_branch(repo_path: str | Path, base: str, branch: str, message: str, *, author: tuple[str, str]) -> str:
+    """Merge `branch` into the branch `base` with a merge commit; the new commit id of `base`.
+
+    When `base` is checked out in the working tree this is `git merge --no-ff` there, so
+    the tree follows; otherwise the merge is computed without a working tree
+    (`git merge-tree --write-tree`) and `base` is moved by compare-and-swap. A conflict
+    moves nothing and names the conflicting files.
+    """
+    name, email = author
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    ref = f"refs/heads/{base}"
+    with open_repo(repo_path) as repo:
+        base_sha = _ref_sha(repo, ref)
+        head_sha = _ref_sha(repo, f"refs/heads/{branch}")
+        if base_sha is None:
+            raise RepoError(f"no branch {base!r} in {repo.working_dir or repo.git_dir}")
+        if head_sha is None:
+            raise RepoError(f"no branch {branch!r} in {repo.working_dir or repo.git_dir}")
+        checked_out = ""
+        if not repo.bare:
+            try:
+                checked_out = repo.git.symbolic_ref("-q", "HEAD")
+            except git.GitCommandError:
+                checked_out = ""
+        if checked_out == ref:
+            try:
+                repo.git.merge("--no-ff", "--no-edit", "-m", message, head_sha, env=env)
+            except git.GitCommandError as exc:
+                from contextlib import suppress
+
+                with suppress(git.GitCommandError):
+                    repo.git.merge("--abort")
+                raise _git_error(f"cannot merge {branch} into {base} in {repo.working_dir}", exc) from exc
+            return str(_ref_sha(repo, ref))
+        try:
+            tree = repo.git.merge_tree("--write-tree", "--name-only", base_sha, head_sha).splitlines()[0]
+        except git.GitCommandError as exc:
+            lines = (exc.stdout or "").strip("'\n ").replace("stdout: ", "").splitlines()
+            files = [ln for ln in lines[1:] if ln and not ln.startswith(("Auto-merging", "CONFLICT"))]
+            raise RepoError(f"cannot merge {branch} into {base}: conflicts in {', '.join(files) or 'some files'}; "
+                            "update the branch first") from exc
+        try:
+            sha = str(repo.git.commit_tree(tree, "-p", base_sha, "-p", head_sha, "-m", message, env=env))
+            repo.git.update_ref("-m", f"merge {branch}", ref, sha, base_sha)
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot merge {branch} into {base}", exc) from exc
+        return sha
+
+
+def user_identity(repo_path: str | Path) -> tuple[str, str] | None:
+    """(user.name, user.email) from git's configuration for this repository, or None if either is unset."""
+    with open_repo(repo_path) as repo:
+        try:
+            name = repo.git.config("--get", "user.name")
+            email = repo.git.config("--get", "user.email")
+        except git.GitCommandError:
+            return None
+        return (name, email) if name and email else None

@@ -114,8 +114,10 @@ def render_markdown(r: ShadowReport) -> str:
             for e in examples:
                 out.append(f"<details><summary><code>{escape(e.ref)}</code> ({escape(e.where)}): "
                            f"{e.base.get('action')} → {e.candidate.get('action')}</summary>")
-                out += ["", "```json", json.dumps({"input": e.input, "base": e.base, "candidate": e.candidate,
-                                                   "detail": e.detail}, indent=2, sort_keys=True), "```", "</details>"]
+                brief = e.to_dict()  # without decision ids or revisions: the same replay renders the same text
+                out += ["", "```json", json.dumps({"input": brief["input"], "base": brief["base"],
+                                                   "candidate": brief["candidate"], "detail": brief["detail"]},
+                                                  indent=2, sort_keys=True), "```", "</details>"]
     if r.partial.problems:
         out += ["", f"#### Problems ({len(r.partial.problems)})", ""]
         out += [f"- `{escape(str(p))}`" for p in r.partial.problems[:20]]

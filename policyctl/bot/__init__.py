@@ -1,0 +1,336 @@
+"""The bot: from exported logs to one reviewable pull request per systemic failure, deduplicated.
+
+`run_bot` clusters the logs, skips the clusters the base branch already prevents and
+those a reviewer closed (until they double), drafts and verifies a rule for the rest,
+then per cluster keeps exactly one branch `policyctl/<fingerprint>` (the base plus one
+commit by the bot identity) and one pull request on a Forge. It is idempotent: the
+drafted files are compared with the branch tip's, so the same logs push nothing and
+edit nothing; newer logs replace the bot's commit and refresh the body. A branch with
+a commit by anyone else is never overwritten: the bot says so in a comment, once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policyctl import repo as gitrepo
+from policyctl.bot.forge import (
+    BRANCH_PREFIX,
+    FORGES,
+    Forge,
+    ForgeConfig,
+    ForgeError,
+    PullRequest,
+    make_forge,
+)
+from policyctl.errors import UsageError
+
+__all__ = ["BRANCH_PREFIX", "DEFAULT_AUTHOR", "FORGES", "BotRun", "ClusterAction", "Forge", "ForgeConfig",
+           "ForgeError", "PullRequest", "make_forge", "parse_identity", "run_bot"]
+
+DEFAULT_AUTHOR = "policyctl-bot <bot@policyctl.local>"
+PREVENTED_SHARE = 0.95  # base already decides differently for this share of a cluster's failures: nothing to do
+Progress = Callable[[str], None]
+
+# what happened to one cluster; `dry_run` turns the first four into "would …"
+CHANGING = ("opened", "updated", "refreshed", "commented")
+OUTCOMES = (*CHANGING, "unchanged", "person-pushed", "capped", "ignored", "already-prevented", "not-drafted",
+            "not-verified")
+
+
+@dataclass
+class ClusterAction:
+    """What the bot did (or, dry, would do) for one systemic cluster, and why."""
+
+    fingerprint: str
+    title: str
+    size: int
+    outcome: str
+    detail: str = ""
+    branch: str | None = None
+    pr: int | None = None
+    url: str = ""
+    commit: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "title": self.title, "size": self.size, "outcome": self.outcome,
+                "detail": self.detail, "branch": self.branch, "pr": self.pr, "url": self.url, "commit": self.commit}
+
+
+@dataclass
+class BotRun:
+    """One run of the bot: an action per systemic cluster."""
+
+    provider: str
+    base: str
+    base_sha: str
+    dry_run: bool
+    actions: list[ClusterAction] = field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(a.outcome for a in self.actions)
+
+    @property
+    def changed(self) -> bool:
+        return any(a.outcome in CHANGING for a in self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "base": self.base, "base_sha": self.base_sha, "dry_run": self.dry_run,
+                "failures": self.failures, "systemic_clusters": len(self.actions),
+                "counts": dict(sorted(self.counts.items())), "actions": [a.to_dict() for a in self.actions]}
+
+    def render(self) -> str:
+        verb = {"opened": "would open", "updated": "would update", "refreshed": "would refresh",
+                "commented": "would comment"} if self.dry_run else {}
+        lines = []
+        for a in self.actions:
+            where = f" #{a.pr}" if a.pr else ""
+            branch = f" {a.branch}" if a.branch and a.outcome in (*CHANGING, "unchanged", "person-pushed") else ""
+            lines.append(f"{verb.get(a.outcome, a.outcome):>17}{where}{branch}  {a.title} ({a.size} failures)"
+                         + (f"\n{'':>19}{a.detail}" if a.detail else ""))
+        counts = ", ".join(f"{n} {(verb.get(k, k))}" for k, n in sorted(self.counts.items()))
+        head = (f"{'dry run: ' if self.dry_run else ''}{len(self.actions)} systemic clusters in {self.failures} "
+                f"failures; base {self.base} {self.base_sha[:12]} on the {self.provider} forge"
+                + (f": {counts}" if counts else ""))
+        return "\n".join([head, *lines]) + "\n"
+
+
+def parse_identity(text: str) -> tuple[str, str]:
+    """("Name", "email") from `Name <email>`."""
+    m = re.fullmatch(r"\s*([^<>]+?)\s*<([^<>\s]+@[^<>\s]+)>\s*", text or "")
+    if not m:
+        raise UsageError(f"--author {text!r}: expected `Name <email>`, e.g. {DEFAULT_AUTHOR!r}")
+    return m.group(1), m.group(2)
+
+
+def _cluster_events(clusters: list[dict[str, Any]], logs: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Each cluster's member events, read once from the logs."""
+    from policyctl.model.jsonl import ReadStats, read_jsonl
+
+    owner = {m: c["fingerprint"] for c in clusters for m in c.get("members", [])}
+    out: dict[str, list[dict[str, Any]]] = {c["fingerprint"]: [] for c in clusters}
+    stats = ReadStats()
+    for path in logs:
+        for _, record in read_jsonl(path, stats=stats):
+            if isinstance(record, dict) and isinstance(record.get("input"), dict):
+                fp = owner.get(str(record.get("id")))
+                if fp is not None:
+                    out[fp].append(record)
+    return out
+
+
+def _already_prevented(pipeline: Any, events: list[dict[str, Any]]) -> tuple[int, int]:
+    """(failures base now decides differently from the logged decision, failures with a logged decision)."""
+    from policyctl.shadow.replay import decide, signature
+
+    differ = total = 0
+    for e in events:
+        logged = e.get("decision")
+        if not isinstance(logged, dict):
+            continue
+        with_params = "params" in logged
+        total += 1
+        differ += signature(decide(pipeline, e["input"]), with_params) != signature(logged, with_params)
+    return differ, total
+
+
+def _fixture_bytes(d: Any) -> bytes:
+    return "".join(json.dumps(f, sort_keys=True) + "\n" for f in d.fixtures).encode()
+
+
+def _norm(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().split("\n"))
+
+
+def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str) -> str:
+    params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
+    return (f"{d.name}: {d.remedy.action} to prevent {cluster.get('title') or d.title}\n\n"
+            f"When {' or '.join(d.conditions_in_words())}: {d.remedy.action}{params}.\n{d.remedy.why}\n\n"
+            f"Cluster {d.fingerprint}: {cluster.get('size')} failures. Adds {d.module_path} and "
+            f"{d.fixtures_path} ({len(d.fixtures)} fixtures).\n"
+            f"Drafted by the policyctl bot ({d.drafter}), verified against {base} {base_sha[:12]}.\n")
+
+
+def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main", author: str = DEFAULT_AUTHOR,
+            max_prs: int | None = None, dry_run: bool = False, embedder: str = "minilm", drafter: str = "induce",
+            labels: Sequence[str] = ("policyctl",), jobs: int = 1, min_size: int = 5,
+            progress: Progress | None = None) -> BotRun:
+    """Cluster `logs`, draft and verify, and keep one branch and pull request per systemic cluster on `forge`."""
+    from policyctl.bot.body import BodyContext, pick_samples, render_body, title_for
+    from policyctl.bot.state import commented_on, human_marker, ignored_because, inputs_digest
+    from policyctl.cluster import cluster_logs
+    from policyctl.draft import DraftRun, run_drafts
+    from policyctl.draft.verify import candidate_snapshot
+    from policyctl.shadow import render, replay
+    from policyctl.shadow.replay import build_pipeline
+
+    say = progress or (lambda _: None)
+    identity = parse_identity(author)
+    logs = [Path(p) for p in logs]
+    if max_prs is not None and max_prs < 0:
+        raise UsageError("--max-prs must be 0 or more")
+    base_ref = forge.base_ref(base)
+    base_snap = gitrepo.snapshot(repo, base_ref)
+    base_sha = str(base_snap.revision)
+    say("clustering the logs")
+    doc, _ = cluster_logs(logs, embedder=embedder, min_size=min_size)
+    result = BotRun(provider=forge.name, base=base, base_sha=base_sha, dry_run=dry_run,
+                    failures=int(doc["totals"]["failures"]))
+    systemic = sorted((c for c in doc["clusters"] if c.get("systemic")), key=lambda c: (-c["size"], c["fingerprint"]))
+    if not systemic:
+        return result
+    events = _cluster_events(systemic, logs)
+    base_pipeline = build_pipeline(base_snap, "base")
+    digest = inputs_digest(logs, base_sha=base_sha, options={
+        "embedder": embedder, "drafter": drafter, "min_size": min_size, "author": identity, "provider": forge.name})
+
+    actions: dict[str, ClusterAction] = {}
+    prs: dict[str, PullRequest | None] = {}
+    to_draft: list[str] = []
+    for c in systemic:
+        fp, branch = c["fingerprint"], f"{BRANCH_PREFIX}{c['fingerprint']}"
+        act = actions[fp] = ClusterAction(fp, str(c.get("title") or fp), int(c["size"]), "", branch=branch)
+        differ, total = _already_prevented(base_pipeline, events[fp])
+        if total and differ / total >= PREVENTED_SHARE:
+            act.outcome = "already-prevented"
+            act.detail = f"{base} already decides differently for {differ} of {total} of these failures"
+            continue
+        pr = prs[fp] = forge.find_pr(branch)
+        if pr is not None:
+            act.pr, act.url = pr.number, pr.url
+        reason = ignored_because(pr, act.size)
+        if reason:
+            act.outcome, act.detail = "ignored", reason
+            continue
+        settled = _settled(repo, forge, pr, branch, base_ref, identity[1], digest) if pr and pr.is_open else None
+        if settled:
+            act.outcome, act.detail = settled
+            continue
+        to_draft.append(fp)
+
+    run = DraftRun()
+    if to_draft:
+        say(f"drafting {len(to_draft)} clusters")
+        run = run_drafts(doc, logs, base_snap, drafter=drafter, only=to_draft,
+                         progress=lambda fp: say(f"drafting {fp}"))
+    for s in run.skipped:
+        actions[s["fingerprint"]].outcome = "not-drafted"
+        actions[s["fingerprint"]].detail = str(s.get("reason", ""))
+    drafts = {d.fingerprint: d for d in run.drafts}
+    open_count = len(forge.open_bot_prs()) if to_draft else 0
+
+    for c in systemic:
+        fp = c["fingerprint"]
+        act = actions[fp]
+        d = drafts.get(fp)
+        if act.outcome or d is None:
+            if not act.outcome:
+                act.outcome, act.detail = "not-drafted", "no draft"
+            continue
+        if not d.verified:
+            act.outcome, act.detail = "not-verified", "; ".join(d.reasons)
+            continue
+        branch = str(act.branch)
+        pr = prs.get(fp)
+        existing = pr if pr is not None and pr.is_open else None
+        if existing is None and max_prs is not None and open_count >= max_prs:
+            act.outcome = "capped"
+            act.detail = f"{open_count} bot pull requests are open already (--max-prs {max_prs})"
+            continue
+        files = {d.module_path: d.module_text.encode(), d.fixtures_path: _fixture_bytes(d)}
+        tip = forge.branch_tip(branch)
+        same = False
+        if tip is not None:
+            commits = gitrepo.branch_commits(repo, base_ref, tip)
+            others = [ci for ci in commits if ci.author_email.lower() != identity[1].lower()]
+            if others:
+                act.outcome = "person-pushed"
+                who = ", ".join(sorted({f"{ci.author_name} <{ci.author_email}>" for ci in others}))
+                act.detail = f"{branch} has {len(others)} commit(s) by {who}; not overwriting them"
+                differs = [p for p, data in files.items() if gitrepo.read_file(repo, tip, p) != data]
+                if differs and existing is not None and not commented_on(forge.comments(existing.number), tip):
+                    act.outcome = "commented"
+                    if not dry_run:
+                        forge.comment(existing.number, _person_comment(others, tip, branch, act.size, differs,
+                                                                       human_marker(tip)))
+                continue
+            # the bot's own branch: one commit on a base; same files there means nothing to push
+            same = len(commits) == 1 and gitrepo.commit_changes(repo, tip) == files
+        say(f"replaying {fp} through {base} and the draft")
+        report = replay(base_snap, candidate_snapshot(base_snap, [d]), logs, jobs=jobs)
+        ctx = BodyContext(size=act.size, failures_in_logs=result.failures, samples=pick_samples(events[fp]),
+                          shadow_markdown=render(report, "markdown"), shadow_verdict=report.verdict, base=base,
+                          base_sha=base_sha, branch=branch, logs=[str(p) for p in logs], embedder=embedder,
+                          provider=forge.name, inputs=digest)
+        body, title = render_body(d, ctx), title_for(d)
+        if not same:
+            if not dry_run:
+                act.commit = gitrepo.commit_files(repo, base_ref, files, _commit_message(d, c, base, base_sha),
+                                                  author=identity)
+                forge.push_branch(branch, act.commit, expected=tip)
+        else:
+            act.commit = tip
+        if existing is not None:
+            edited = _norm(existing.body) != _norm(body) or existing.title != title
+            if edited and not dry_run:
+                forge.update_pr(existing.number, title=title, body=body)
+            act.outcome = "updated" if not same else "refreshed" if edited else "unchanged"
+            act.detail = {"updated": "new commit and body", "refreshed": "same files; body refreshed",
+                          "unchanged": "same files and body"}[act.outcome]
+            continue
+        if not dry_run:
+            new = forge.create_pr(head=branch, base=base, title=title, body=body)
+            if labels:
+                forge.add_labels(new.number, list(labels))
+            act.pr, act.url = new.number, new.url
+        act.outcome = "opened"
+        act.detail = (f"after #{pr.number}, {'merged' if pr.merged else 'closed'}" if pr is not None else
+                      f"{d.remedy.action}: {' or '.join(d.conditions_in_words())}")[:300]
+        open_count += 1
+    result.actions = [actions[c["fingerprint"]] for c in systemic]
+    return result
+
+
+def _settled(repo: Path, forge: Forge, pr: PullRequest, branch: str, base_ref: str, email: str,
+             digest: str) -> tuple[str, str] | None:
+    """(outcome, detail) when an open pull request needs no new draft, else None.
+
+    `unchanged`: its body records exactly these inputs and the branch is still the bot's
+    single commit, so drafting again would give the same files and body. `person-pushed`:
+    someone else's commits are on the branch and the bot has already said so for this tip.
+    """
+    from policyctl.bot.state import commented_on, read_marker
+
+    tip = forge.branch_tip(branch)
+    if tip is None:
+        return None
+    commits = gitrepo.branch_commits(repo, base_ref, tip)
+    if any(c.author_email.lower() != email.lower() for c in commits):
+        if commented_on(forge.comments(pr.number), tip):
+            return "person-pushed", f"{branch} has commits by someone else; the bot commented on #{pr.number} already"
+        return None
+    marker = read_marker(pr.body)
+    if marker is not None and marker.inputs == digest and len(commits) == 1:
+        return "unchanged", "same logs, base and options as the pull request's last update"
+    return None
+
+
+def _person_comment(others: list[Any], tip: str, branch: str, size: int, differs: list[str], marker: str) -> str:
+    lines = [marker,
+             f"This branch has commits the policyctl bot did not write, so it will not push over them "
+             f"(tip `{tip[:12]}`):", ""]
+    lines += [f"- `{ci.sha[:12]}` {ci.summary} ({ci.author_name})" for ci in others[:10]]
+    lines += ["", f"The cluster now has {size} failures and the bot's latest draft differs from this branch in "
+                  f"{', '.join(f'`{p}`' for p in differs)}. "
+                  f"To let the bot take over again, delete `{branch}` (or reset it to the bot's commit); "
+                  "otherwise this pull request is yours to finish. The bot comments again only when the "
+                  "branch moves."]
+    return "\n".join(lines)

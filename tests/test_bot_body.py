@@ -1,0 +1,149 @@
+"""The pull request body: secrets of every kind masked, and everything a reviewer needs in it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policyctl.bot.body import BodyContext, mask_secrets, pick_samples, render_body, title_for
+from policyctl.bot.forge import PullRequest
+from policyctl.bot.state import Marker, commented_on, human_marker, ignored_because, read_marker
+from policyctl.draft.model import Condition, Draft, Remedy
+
+
+@pytest.mark.parametrize(("text", "secret", "placeholder"), [
+    # tokens
+    ("auth with ghp_abcdefghijklmnopqrstuvwxyz0123456789 failed", "ghp_abcdefghij", "<token>"),
+    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz rejected", "github_pat_11", "<token>"),
+    ("slack xoxb-1234-5678-abcdefghij down", "xoxb-1234", "<token>"),
+    ("key sk-ant-api03-abcdefghijklmnopqrstuv expired", "sk-ant-api03", "<token>"),
+    ("aws AKIAIOSFODNN7EXAMPLE denied", "AKIAIOSFODNN7EXAMPLE", "<token>"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefGHIJK invalid", "eyJhbGci", "<token>"),
+    ("Authorization: Bearer abcdef123456789 rejected", "abcdef123456789", "<token>"),
+    ("csrftoken=Zx81kPq2 missing", "Zx81kPq2", "<redacted>"),
+    # passwords
+    ("login password=hunter2 refused", "hunter2", "<redacted>"),
+    ('{"password": "hunter2", "user": "svc"}', "hunter2", "<redacted>"),
+    ("PGPASSWORD=s3cr3t psql -h db", "s3cr3t", "<redacted>"),
+    ("dsn postgres://admin:s3cr3t@db.internal:5432/app", "s3cr3t", "<password>"),
+    # keys
+    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI", "<redacted>"),
+    ("api_key: 9f8e7d6c5b4a", "9f8e7d6c5b4a", "<redacted>"),
+    ("x-api-key: abc123XYZ", "abc123XYZ", "<redacted>"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA",
+     "<private-key>"),
+    ("signing with wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY now", "wJalrXUtnFEMIK7", "<secret>"),
+    # e-mail addresses
+    ("mail ops@example.com about it", "ops@example.com", "<email>"),
+    ("cc first.last+alerts@sub.example.co.uk", "first.last+alerts", "<email>"),
+    # IP addresses
+    ("connect to 10.1.2.3:5432 refused", "10.1.2.3", "<ip>"),
+    ("peer 192.168.0.10.", "192.168.0.10", "<ip>"),
+    ("bind 2001:db8:85a3::8a2e:370:7334 failed", "2001:db8", "<ip>"),
+    ("link-local fe80::1%eth0 down", "fe80::1", "<ip>"),
+    ("mapped ::ffff:10.0.0.1 seen", "10.0.0.1", "<ip>"),
+])
+def test_each_kind_of_secret_is_masked(text: str, secret: str, placeholder: str) -> None:
+    masked = mask_secrets(text)
+    assert secret not in masked and placeholder in masked
+
+
+@pytest.mark.parametrize("text", [
+    "smb2: STATUS_INVALID_PARAMETER writing q3_revenue.parquet on fs-7",
+    "agent etl-6 crashed: smbclient write failed at offset 472805927 (orders_2026_03.parquet)",
+    "at 2026-03-30T12:30:45.123Z rolled out ingest:1.12.3",
+    "author=alice max_tokens=512 tokens=5 passwordless=true",
+    "commit 3f1c0a9e2b7d3f1c0a9e2b7d3f1c0a9e2b7d3f1c; std::vector a::b; mac aa:bb:cc:dd:ee:ff",
+    "clickstream_part_2026_03_30_FINAL_v2_export.csv",
+])
+def test_ordinary_log_text_is_left_alone(text: str) -> None:
+    assert mask_secrets(text) == text
+
+
+def event(i: int, message: str, ts: str) -> dict[str, Any]:
+    return {"id": f"evt-{i}", "ts": ts, "input": {"kind": "action", "agents": [{"id": f"etl-{i}", "role": "etl"}],
+                                                  "action": {"type": "file_share", "protocol": "smb"}},
+            "outcome": {"status": "crash", "code": "E_SMB", "message": message}}
+
+
+def test_samples_are_three_to_five_different_messages_oldest_first() -> None:
+    events = [event(i, f"write {i} failed on fs-{i}", f"2026-03-30T00:0{i}:00Z") for i in range(6)]
+    events += [event(9, "connection to 10.0.0.9 reset by peer", "2026-03-30T00:09:00Z")]
+    picked = pick_samples(events)
+    assert len(picked) == 5
+    assert picked[0]["id"] == "evt-0" and picked[1]["id"] == "evt-9"  # another template before more of the same
+
+
+def draft() -> Draft:
+    fixtures = [{"id": "r-prevent-001", "input": {"kind": "action"}, "expect": {"action": "route"}, "why": "prevent",
+                 "origin": "evt-1"},
+                {"id": "r-keep-001", "input": {"kind": "action"}, "expect": {"action": "allow"}, "why": "keep",
+                 "origin": "evt-2"}]
+    cluster = {"fingerprint": "crash-smb-0123abcd", "title": "crash: action.protocol=smb", "size": 40,
+               "statuses": {"crash": 40}, "first_seen": "2026-03-30T00:00:00Z", "last_seen": "2026-04-02T00:00:00Z",
+               "agents": {"count": 3, "top": ["etl-1", "etl-2", "etl-3"]}, "roles": {"etl": 40},
+               "distinguishing": [{"field": "action.protocol", "value": "smb", "share": 1.0, "success_share": 0.2}],
+               "numeric": [], "deadlock": None,
+               "templates": [{"template": "login password=hunter2 to <*> failed", "count": 40}]}
+    return Draft(name="crash_smb", fingerprint="crash-smb-0123abcd", title="Route smb to sftp", rule_id="route_crash_smb",
+                 bodies=[[Condition("action.protocol", "==", "smb")]],
+                 remedy=Remedy("route", {"action": {"protocol": "sftp"}}, "sftp succeeded 30 times"),
+                 message="m", description="d", module_path="policies/rules/crash_smb.rego",
+                 module_text="package agentgov.rules.crash_smb\n", fixtures_path="shadow_fixtures/crash_smb.jsonl",
+                 fixtures=fixtures, drafter="induce", verified=True, cluster=cluster,
+                 verification={"compiled": True, "holdout": {"events": 8, "prevented": 8, "prevented_pct": 100.0},
+                               "train": {"events": 32, "prevented": 32, "prevented_pct": 100.0},
+                               "collateral": {"ok_events": 500, "changed": 0, "collateral_pct": 0.0,
+                                              "transitions": {}, "in_region_changed": 2}})
+
+
+def test_the_body_has_what_a_reviewer_needs_and_no_secret() -> None:
+    d = draft()
+    samples = [event(1, "token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 from 10.2.3.4 (ops@example.com)",
+                     "2026-03-30T00:01:00Z")]
+    shadow = ('### ✅ Shadow replay: `abc` → `worktree`\n\n**PASS**\n\n| transition | records |\n|---|---:|\n'
+              '| allow→route | 40 |\n\n```json\n{"input": {"password": "hunter2"}, "base": {"decision_id": "f00", '
+              '"action": "allow"}}\n```\n<code>evt-1</code> (/tmp/x/events.jsonl:12)\n')
+    ctx = BodyContext(size=40, failures_in_logs=100, samples=samples, shadow_markdown=shadow, shadow_verdict="PASS",
+                      base="main", base_sha="a" * 40, branch="policyctl/crash-smb-0123abcd", logs=["/tmp/x/events.jsonl"],
+                      embedder="tfidf", provider="local", inputs="0123456789abcdef")
+    body = render_body(d, ctx)
+    assert read_marker(body) == Marker("crash-smb-0123abcd", 40, "0123456789abcdef")
+    for secret in ("ghp_", "10.2.3.4", "ops@example.com", "hunter2", "f00"):
+        assert secret not in body
+    for needed in ("## What fails", "**40** failures (crash 40): 40.0% of the 100 failures", "2026-03-30T00:00:00",
+                   "`etl-1`", "etl (40)", "`action.protocol` = `smb`", "### Sample messages (1, secrets masked)",
+                   "**In plain words:** when protocol smb, **route** `{\"action\": {\"protocol\": \"sftp\"}}`",
+                   "```rego\npackage agentgov.rules.crash_smb\n```", "## Shadow replay", "**8/8** (100.0%)",
+                   "| allow→route | 40 |", "→ this branch", "## Fixtures added", "`r-prevent-001` | prevent",
+                   "`r-keep-001` | keep", "## Reproduce locally",
+                   "policyctl cluster events.jsonl --embedder tfidf -o clusters.json",
+                   "--cluster crash-smb-0123abcd", "--candidate policyctl/crash-smb-0123abcd",
+                   "pytest shadow_fixtures", "policyctl pr merge N", "reaches 80 failures"):
+        assert needed in body, needed
+    assert "/tmp/x" not in body and "(events.jsonl:12)" in body
+    assert title_for(d) == "policyctl: route to prevent crash: action.protocol=smb"
+
+
+def test_a_huge_shadow_report_is_cut_to_fit_a_pull_request() -> None:
+    shadow = "### head\n\n| a | b |\n\n#### Transitions\n\n" + "| x | 1 |\n" * 20_000
+    ctx = BodyContext(size=40, failures_in_logs=100, samples=[], shadow_markdown=shadow, shadow_verdict="PASS",
+                      base="main", base_sha="a" * 40, branch="policyctl/x", logs=[], embedder="tfidf", provider="github")
+    body = render_body(draft(), ctx)
+    assert len(body) < 65_536 and "too long for a pull request" in body and "## Reproduce locally" in body
+
+
+def pr(state: str, merged: bool, body: str) -> PullRequest:
+    return PullRequest(number=7, title="t", body=body, head="policyctl/x", base="main", state=state, merged=merged)
+
+
+def test_a_closed_cluster_is_ignored_until_it_doubles() -> None:
+    body = Marker("x", 40, "ab").render() + "\nrest"
+    assert ignored_because(pr("closed", False, body), 79) is not None
+    assert "until the cluster reaches 80 (now 79)" in str(ignored_because(pr("closed", False, body), 79))
+    assert ignored_because(pr("closed", False, body), 80) is None
+    assert ignored_because(pr("closed", True, body), 41) is None  # merged: not a rejection
+    assert ignored_because(pr("open", False, body), 41) is None
+    assert "reopen it" in str(ignored_because(pr("closed", False, "marker edited away"), 1000))
+    assert commented_on(["hi", human_marker("abc1234")], "abc1234") and not commented_on(["hi"], "abc1234")
