@@ -18,9 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/policyctl check
-	$(BIN)/policyctl decide --input examples/inputs/parquet-smb.json
-	$(BIN)/policyctl decide --input examples/inputs/port22-conflict.json
+	$(BIN)/policyctl demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check policyctl tests bench
