@@ -223,7 +223,7 @@ def _results(demo: Demo, day1: Path, day2: Path, without: Path, report: Path, re
     t1, t2, tw = truth(day1), truth(day2), truth(without)
     s2, sw = statuses(day2), statuses(without)
     faults = sorted({f for f in (*t1.values(), *tw.values()) if f} | set(_world_faults()))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for fault in faults:
         b = sum(1 for f in t1.values() if f == fault)
         w = sum(1 for f in tw.values() if f == fault)
