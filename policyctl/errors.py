@@ -45,6 +45,12 @@ class ValidationError(InputError):
         super().__init__(f"{prefix}{field}{message}")
         self.detail = message
 
+    def problem(self, file: str, code: str | None = None) -> Problem:
+        """This error as a Problem of `file`, with the line from `where` (`file:line`) when it has one."""
+        where_file, _, line = self.where.partition(":")
+        return Problem(where_file or file, f"{self.path + ': ' if self.path else ''}{self.detail}",
+                       code=code or self.code, line=int(line) if line.isdigit() else None)
+
 
 class InputLimitError(InputError):
     """An input is too large or too deeply nested to be evaluated safely."""

@@ -12,8 +12,9 @@ from conftest import PROJECT
 
 from policyctl.decide import Pipeline, build_revision
 from policyctl.engine import compile_policy_set
-from policyctl.engine.modules import decision_bodies, tag
+from policyctl.engine.modules import decision_bodies
 from policyctl.errors import PolicyCompileError
+from policyctl.model.values import tag
 from policyctl.repo import Snapshot, worktree_snapshot
 
 BASE = worktree_snapshot(PROJECT)

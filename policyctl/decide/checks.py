@@ -47,9 +47,7 @@ def check_overrides(snapshot: Snapshot, now: datetime) -> tuple[int, list[Proble
             source = snapshot.text(path)
             header = parse_override_header(source, file=path)
         except ValidationError as exc:
-            file, _, line = exc.where.partition(":")
-            problems.append(Problem(file or path, f"{exc.path + ': ' if exc.path else ''}{exc.detail}",
-                                    code="override_header", line=int(line) if line.isdigit() else None))
+            problems.append(exc.problem(path, "override_header"))
             continue
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a problem of that file
             problems.append(Problem(path, str(exc), code="override_header"))

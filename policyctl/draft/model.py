@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyctl.engine.modules import tag
+from policyctl.model.values import tag
 
 # Fields of an action an agent can change without changing what it does.
 NOT_ROUTABLE = ("action.type", "action.file_type", "action.format", "action.size_bytes")

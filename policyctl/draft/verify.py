@@ -9,8 +9,8 @@ from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence
 from policyctl.draft.induce import arbitrate_order
 from policyctl.draft.model import Draft
-from policyctl.engine.modules import tag
 from policyctl.errors import PolicyCompileError
+from policyctl.model.values import tag
 from policyctl.repo import Snapshot
 from policyctl.shadow.replay import decide, signature
 

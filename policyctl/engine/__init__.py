@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policyctl.engine.modules import MAIN_PACKAGE, RegoModule, parse_module, tag
+from policyctl.engine.modules import MAIN_PACKAGE, RegoModule, parse_module
 from policyctl.errors import EvaluationError, PolicyCompileError, Problem
+from policyctl.model.values import tag
 from policyctl.repo import Snapshot
 
 ENTRYPOINT = "agentgov/main/decision"

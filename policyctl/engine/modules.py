@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from policyctl.errors import Problem
+from policyctl.model.values import tag
 
 MODES = ("enforce", "shadow")
 RULES_PREFIX = "agentgov.rules."
@@ -26,19 +27,6 @@ _LITERALS = re.compile(_LITERAL)
 
 # A constraint: input path -> the literal values that make the rule body possible.
 Constraints = dict[str, frozenset[tuple[str, Any]]]
-
-
-def tag(value: Any) -> tuple[str, Any]:
-    """Type-tagged value, so that `true` never equals `1` as it would in Python."""
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, int | float):
-        return ("n", float(value))
-    if isinstance(value, str):
-        return ("s", value)
-    if value is None:
-        return ("z", None)
-    return ("x", None)  # objects and arrays: no literal equals them
 
 
 @dataclass

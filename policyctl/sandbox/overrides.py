@@ -242,9 +242,7 @@ def load_overrides(snapshot: Snapshot, *, pool: WorkerPool | None = None) -> Ove
             source = snapshot.text(path)
             header = parse_override_header(source, file=path)
         except ValidationError as exc:
-            file, _, line = exc.where.partition(":")
-            problems.append(Problem(file or path, f"{exc.path + ': ' if exc.path else ''}{exc.detail}",
-                                    code="override_header", line=int(line) if line.isdigit() else None))
+            problems.append(exc.problem(path, "override_header"))
             continue
         except PolicyctlError as exc:
             problems.append(Problem(path, exc.message, code="override_header"))

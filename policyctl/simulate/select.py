@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from policyctl.model.values import tag
 from policyctl.simulate.values import Path, SpecError, parse_path
 
 OPERATORS = ("eq", "ne", "in", "not_in", "includes", "gt", "gte", "lt", "lte", "exists")
@@ -16,19 +17,6 @@ _MISSING: Any = object()
 Test = Callable[[list[Any]], bool]
 One = Callable[[Any], bool]
 Predicate = Callable[[dict[str, Any]], bool]
-
-
-def _tag(value: Any) -> tuple[str, Any]:
-    # true never equals 1 and "22" never equals 22, as in Rego.
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, int | float):
-        return ("n", float(value))
-    if isinstance(value, str):
-        return ("s", value)
-    if value is None:
-        return ("z", None)
-    return ("x", repr(value))
 
 
 def _number(value: Any) -> bool:
@@ -84,8 +72,8 @@ def _equals(arg: Any) -> One:
         return lambda v: v is arg
     if _number(arg):
         return lambda v: v == arg and _number(v)
-    tag = _tag(arg)
-    return lambda v: _tag(v) == tag
+    want = tag(arg)
+    return lambda v: tag(v) == want
 
 
 # A condition holds when "any" value at its path passes `one`, when "none" does (ne, not_in),
@@ -109,12 +97,12 @@ def _operator(op: str, arg: Any, where: Path) -> Condition:
     if op in ("in", "not_in", "includes"):
         if not isinstance(arg, list) or not arg:
             raise SpecError(where, f"{op} takes a non-empty list, got {arg!r}")
-        tags = frozenset(_tag(a) for a in arg)
+        tags = frozenset(tag(a) for a in arg)
         if op == "includes":
-            return "list", None, lambda vs: tags <= {_tag(v) for v in vs}
+            return "list", None, lambda vs: tags <= {tag(v) for v in vs}
 
         def member(v: Any) -> bool:
-            return _tag(v) in tags
+            return tag(v) in tags
         return ("any" if op == "in" else "none"), member, None
     if op == "exists":
         if not isinstance(arg, bool):
