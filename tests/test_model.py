@@ -56,6 +56,8 @@ CASES: list[Any] = [
     {"kind": "action", "action": {"type": "x"}, "resource": []},
     {"kind": "action", "action": {"type": "x"}, "agents": [{"id": "a", "priority": "high"}]},
     {"kind": "action", "action": "x"},
+    {"kind": "action", "action": {"type": "x"}, "agents": None},  # found by schemathesis against the gateway
+    {"kind": "action", "action": {"type": "x"}, "resource": None},
     [],
 ]
 

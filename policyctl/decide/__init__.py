@@ -60,9 +60,9 @@ def check_input(input: Any) -> dict[str, Any]:
         raise ValidationError(f"{kind!r} is not one of: action, conflict" if "kind" in input
                               else "required field is missing", path="input.kind")
     agents = input.get("agents")
-    if agents is not None:
+    if "agents" in input:  # present means an array: null is not "no agents"
         if not isinstance(agents, list):
-            raise ValidationError("expected array", path="input.agents")
+            raise ValidationError(f"expected array, got {agents!r}", path="input.agents")
         for i, agent in enumerate(agents):
             if not isinstance(agent, dict):
                 raise ValidationError("expected object", path=f"input.agents[{i}]")
