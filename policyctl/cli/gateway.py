@@ -1,0 +1,94 @@
+"""`policyctl gateway serve` and `policyctl gateway status`: the decision gateway and a look at a running one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from policyctl.cli.common import emit_json
+
+
+@click.group()
+def gateway() -> None:
+    """Serve decisions from a git ref over HTTP, hot-swapping every merge."""
+
+
+@gateway.command()
+@click.option("--repo", "repo", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The policy repository. With --remote: the local replica (a bare repository, created if missing).")
+@click.option("--ref", default="refs/heads/main", show_default=True, help="The ref whose commits are served.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token-file.")
+@click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--remote", default=None, metavar="URL", help="Follow this repository: fetch the ref every --poll seconds.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Fetch interval with --remote [2]; otherwise the safety-net poll behind the file watcher [10].")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A file holding the bearer token clients must send (required off loopback).")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every decision here as JSON Lines events (off when not given).")
+@click.option("--log-max-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
+              help="Rotate a decision-log file at this size.")
+@click.option("--log-flush", type=click.FloatRange(min=0.01, max=10), default=0.2, show_default=True,
+              metavar="SECONDS", help="Write queued decision-log records this often (the most a SIGKILL can lose).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Evaluation worker processes [one per CPU].")
+@click.option("--eval-timeout", type=click.FloatRange(min=0.01), default=3.0, show_default=True, metavar="SECONDS",
+              help="Deadline of one evaluation; an overrun is denied with error eval_timeout and its worker replaced. "
+                   "Keep it above the longest override timeout (the sandbox allows up to 2 s).")
+@click.option("--build-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="Deadline for compiling a commit and running its fixtures.")
+def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: float | None,
+          token_file: Path | None, log_dir: Path | None, log_max_mb: float, log_flush: float,
+          workers: int | None, eval_timeout: float, build_timeout: float) -> int:
+    """Serve decisions from the commits of --ref until SIGTERM or Ctrl-C.
+
+    Each commit is read from git objects, compiled and verified against its
+    fixtures before it is served; a commit that fails is never served and
+    /v1/status says why. API: POST /v1/decide, POST /v1/outcome, GET /v1/status,
+    /healthz, /readyz, /metrics, /openapi.json (see docs/gateway.md).
+    """
+    from policyctl.gateway.app import serve as run
+    from policyctl.gateway.revisions import check_remote_ref, git_dir, init_replica
+    from policyctl.gateway.security import check_bind, load_token
+    from policyctl.gateway.service import GatewayConfig
+
+    token = load_token(token_file) if token_file else None
+    check_bind(host, token)
+    repo = repo.resolve()
+    if remote is not None:
+        check_remote_ref(ref)
+        init_replica(repo, ref)
+    git_dir(repo)  # fail now, not in the background, when --repo is no repository
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    config = GatewayConfig(
+        repo=repo, ref=ref, host=host, port=port, remote=remote, token=token,
+        poll=poll if poll is not None else (2.0 if remote else 10.0), log_dir=log_dir.resolve() if log_dir else None,
+        log_max_bytes=int(log_max_mb * 1024 * 1024), log_flush_interval=log_flush,
+        workers=workers or os.cpu_count() or 2, eval_timeout=eval_timeout, build_timeout=build_timeout)
+    return run(config, announce=lambda line: click.echo(line, err=True))
+
+
+@gateway.command()
+@click.option("--url", default="http://127.0.0.1:8181", show_default=True, help="The gateway's base URL.")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The gateway's token file, when it has one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole status as JSON.")
+def status(url: str, token_file: Path | None, as_json: bool) -> int:
+    """Show what a running gateway serves, whether it is behind, and what failed.
+
+    Exits 1 when the gateway is not ready or is degraded (serving an older
+    commit than the head of its ref).
+    """
+    from policyctl.gateway.status import fetch_status, format_status
+
+    doc = fetch_status(url, token_file)
+    if as_json:
+        emit_json(doc)
+    else:
+        sys.stdout.write(format_status(doc, url))
+    return 0 if doc.get("ready") and not doc.get("degraded") else 1

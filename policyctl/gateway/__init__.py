@@ -1,0 +1,1 @@
+"""The decision gateway: HTTP API, hot swap from git, evaluation workers, decision log, metrics."""

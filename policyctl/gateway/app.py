@@ -1,0 +1,421 @@
+"""The gateway's HTTP API (FastAPI on uvicorn): decide, outcome, status, probes and metrics; errors are {code, message}."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from policyctl import __version__
+from policyctl.decide import check_input
+from policyctl.errors import InputLimitError, ValidationError
+from policyctl.gateway.metrics import CONTENT_TYPE
+from policyctl.gateway.security import OPEN_PATHS, bearer_matches
+from policyctl.gateway.service import Gateway, GatewayConfig, Unavailable
+from policyctl.model.schema import load_schema, schema_errors
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status and the {code, message} body (plus the field path for bad input)."""
+
+    def __init__(self, status: int, code: str, message: str, *, path: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+        self.headers = headers
+
+
+def error_body(code: str, message: str, path: str | None = None) -> bytes:
+    body: dict[str, str] = {"code": code, "message": message}
+    if path is not None:
+        body["path"] = path
+    return orjson.dumps(body)
+
+
+# --------------------------------------------------------------------------- OpenAPI documents
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return {k: v for k, v in load_schema(name).items() if k not in ("$schema", "$id")}
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "path": {"type": "string", "description": "the field path of bad input"}},
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": ERROR_SCHEMA}}}
+
+
+def _outcome_schema() -> dict[str, Any]:
+    outcome = load_schema("event")["properties"]["outcome"]
+    return {"type": "object", "required": ["decision_id", "outcome"],
+            "properties": {"decision_id": {"type": "string", "minLength": 1}, "outcome": outcome}}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {"401": _error("Missing or wrong bearer token (only when the gateway has --token-file).")}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+# --------------------------------------------------------------------------- guard
+
+
+Answer = tuple[int, bytes, dict[str, str] | None]
+
+
+class Guard:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): bearer token, body size, and the hot path.
+
+    POST /v1/decide is answered here, without the framework's routing, request objects and
+    dependency solving, which cost more than the IPC to a worker; the FastAPI route of the
+    same path documents it in OpenAPI and calls the same `answer_decide`.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int, on_refused: Callable[[int, str], None],
+                 decide: Callable[[bytes, float], Awaitable[Answer]] | None = None) -> None:
+        self.app = app
+        self.token = token
+        self.max_body = max_body
+        self.on_refused = on_refused
+        self.decide = decide
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = time.perf_counter()
+        auth: str | None = None
+        length: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+        if self.token is not None and scope["path"] not in OPEN_PATHS and not bearer_matches(auth, self.token):
+            await self._refuse(send, 401, "unauthorized", "send `Authorization: Bearer <token>` with the token "
+                               "of the gateway's --token-file", {"www-authenticate": "Bearer"})
+            return
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._refuse(send, 413, "request_too_large", f"the body is {length} bytes; the limit is "
+                               f"{self.max_body}")
+            return
+        if self.decide is not None and scope["path"] == "/v1/decide" and scope["method"] == "POST":
+            body = await _receive_body(receive, self.max_body)
+            if body is None:
+                await self._refuse(send, 413, "request_too_large", f"the body is over {self.max_body} bytes")
+            else:
+                await _respond(send, *(await self.decide(body, received)))
+            return
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, status: int, code: str, message: str,
+                      headers: dict[str, str] | None = None) -> None:
+        self.on_refused(status, code)
+        await _respond(send, status, error_body(code, message), headers)
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes `limit` (a chunked body declares no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away; whatever is answered goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_JSON_HEADER = (b"content-type", JSON.encode())
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    raw = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (chunked bodies declare no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "request_too_large", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        text = str(exc)
+        if "recursion" in text.lower() or "depth" in text.lower():
+            raise ApiError(413, "input_too_large", "the body is nested too deeply") from None
+        raise ApiError(400, "bad_json", f"the body is not JSON ({text.split(':', 1)[0]})") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "validation_error", f"the body must be a JSON object, got {type(doc).__name__}", path="")
+    return doc
+
+
+async def answer_decide(gateway: Gateway, body: bytes, received: float) -> Answer:
+    """POST /v1/decide: a body `{"input": …}` to (status, JSON body, headers); errors are counted."""
+    try:
+        doc = parse_json_object(body)
+        if "input" not in doc:
+            raise ApiError(400, "validation_error", "input: required field is missing", path="input")
+        try:
+            input = check_input(doc["input"])
+        except ValidationError as exc:
+            raise ApiError(400, exc.code, str(exc), path=exc.path) from None
+        except InputLimitError as exc:
+            raise ApiError(413, exc.code, exc.message) from None
+        try:
+            decision = await gateway.decide(input, received)
+        except Unavailable as exc:
+            raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "1"}) from None
+    except ApiError as exc:
+        gateway.errors.inc(str(exc.status), exc.code)
+        return exc.status, error_body(exc.code, exc.message, exc.path), exc.headers
+    return 200, orjson.dumps(decision), None
+
+
+# --------------------------------------------------------------------------- application
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI application over one Gateway; its lifespan starts and stops the gateway."""
+    config = gateway.config
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        # Everything allocated so far lives as long as the process: keep it out of the
+        # collector's full passes, which otherwise stall the event loop for milliseconds.
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="policyctl gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Decisions from the policies on a git ref, hot-swapped on every merge.")
+    async def fast_decide(body: bytes, received: float) -> Answer:
+        return await answer_decide(gateway, body, received)
+
+    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes,
+                       on_refused=lambda status, code: gateway.errors.inc(str(status), code), decide=fast_decide)
+
+    def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        gateway.errors.inc(str(exc.status), exc.code)
+        return Response(error_body(exc.code, exc.message, exc.path), status_code=exc.status, media_type=JSON,
+                        headers=exc.headers)
+
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        gateway.errors.inc(str(exc.status_code), code)
+        return Response(error_body(code, str(exc.detail)), status_code=exc.status_code, media_type=JSON,
+                        headers=getattr(exc, "headers", None))
+
+    def validation_error(request: Request, exc: Exception) -> Response:
+        gateway.errors.inc("400", "validation_error")
+        return Response(error_body("validation_error", str(exc)[:500]), status_code=400, media_type=JSON)
+
+    def internal_error(request: Request, exc: Exception) -> Response:
+        gateway.errors.inc("500", "internal_error")
+        return Response(error_body("internal_error", f"{type(exc).__name__}: {exc}"[:300]), status_code=500,
+                        media_type=JSON)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Exception, internal_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+    decide_responses: dict[int | str, dict[str, Any]] = {
+        "200": {"description": "The decision (an evaluation that fails or overruns is a fail-closed deny with "
+                               "source `error` and an `error` object).",
+                "content": {JSON: {"schema": _schema("decision")}}},
+        "400": _error("The body is not JSON or the input does not fit the Input schema (`path` names the field)."),
+        **AUTH_ERRORS,
+        "413": _error("The body, or the input's depth or size, is over the limit."),
+        "503": _error("Not ready (no revision builds yet), overloaded or shutting down; retry later."),
+    }
+
+    @app.post("/v1/decide", summary="Decide one input", responses=decide_responses, tags=["decisions"],
+              openapi_extra=_body({"type": "object", "required": ["input"], "properties": {"input": _schema("input")},
+                                   "description": "As in OPA's data API: the input under `input`."}))
+    async def decide(request: Request) -> Response:
+        received = time.perf_counter()
+        status, payload, headers = await answer_decide(gateway, await read_body(request, config.max_body_bytes),
+                                                       received)
+        return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+    @app.post("/v1/outcome", summary="Report what happened after a decision", tags=["decisions"],
+              openapi_extra=_body(_outcome_schema()),
+              responses={"200": {"description": "Joined to the decision's log record.",
+                                 "content": {JSON: {"schema": {"type": "object"}}}},
+                         "400": _error("The body is not a valid outcome."), **AUTH_ERRORS,
+                         "404": _error("No decision with that id in the recent-decisions window."),
+                         "409": _error("The gateway runs without a decision log (--log-dir)."),
+                         "413": _error("The body is over the limit.")})
+    async def outcome(request: Request) -> Response:
+        doc = parse_json_object(await read_body(request, config.max_body_bytes))
+        decision_id = doc.get("decision_id")
+        if not isinstance(decision_id, str) or not decision_id:
+            raise ApiError(400, "validation_error", "decision_id: expected a non-empty string", path="decision_id")
+        outcome = doc.get("outcome")
+        if not isinstance(outcome, dict):
+            raise ApiError(400, "validation_error", "outcome: expected an object", path="outcome")
+        problems = schema_errors("event", {"id": decision_id, "input": {"kind": "action", "action": {"type": "x"}},
+                                           "outcome": outcome})
+        if problems:
+            path, message = problems[0]
+            raise ApiError(400, "validation_error", f"{path}: {message}", path=path)
+        if not gateway.log.enabled:
+            raise ApiError(409, "decision_log_off", "this gateway runs without --log-dir: outcomes have no log "
+                           "to join")
+        if not gateway.outcome(decision_id, outcome):
+            raise ApiError(404, "unknown_decision", f"decision {decision_id!r} is not among the last "
+                           f"{gateway.log.window_size} decisions of this gateway process")
+        return Response(orjson.dumps({"decision_id": decision_id, "joined": True}), media_type=JSON)
+
+    @app.get("/v1/status", summary="Active and head revisions, last error, policies, workers, decision log",
+             tags=["operations"], responses={"200": {"description": "The status.",
+                                                     "content": {JSON: {"schema": {"type": "object"}}}},
+                                             **AUTH_ERRORS})
+    async def status() -> Response:
+        return Response(orjson.dumps(gateway.status()), media_type=JSON)
+
+    @app.get("/healthz", summary="The process answers", tags=["operations"],
+             responses={"200": {"description": "Alive.", "content": {JSON: {"schema": {"type": "object"}}}}})
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @app.get("/readyz", summary="A revision is served", tags=["operations"],
+             responses={"200": {"description": "Ready.", "content": {JSON: {"schema": {"type": "object"}}}},
+                        "503": _error("Not ready: still loading, or no commit builds.")})
+    async def readyz() -> Response:
+        ready, why = gateway.ready()
+        if not ready:
+            raise ApiError(503, "not_ready", why)
+        return Response(b'{"ready":true}', media_type=JSON)
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["operations"],
+             responses={"200": {"description": "Prometheus text format 0.0.4.",
+                                "content": {"text/plain": {"schema": {"type": "string"}}}}, **AUTH_ERRORS})
+    async def metrics() -> Response:
+        return Response(gateway.registry.render(), media_type=CONTENT_TYPE)
+
+    if config.token is not None:
+        _declare_bearer(app)
+    return app
+
+
+def _declare_bearer(app: FastAPI) -> None:
+    """Say in /openapi.json that every path but the probes needs the bearer token (when one is set)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "the token of --token-file"}}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGTERM ends in exit status 0 after the drain instead of being re-raised."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP,
+    # and without it Nagle plus delayed ACKs add 40 ms to every keep-alive answer.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(config: GatewayConfig, announce: Callable[[str], None]) -> int:
+    """Run the gateway until SIGTERM or Ctrl-C; the decision log is drained before this returns."""
+    from policyctl.errors import UsageError
+
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+    host, port = sock.getsockname()[:2]
+    gateway = Gateway(config)
+    app = create_app(gateway)
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=30, timeout_keep_alive=30, server_header=False))
+    shown = f"[{host}]" if ":" in host else host
+    announce(f"policyctl gateway listening on http://{shown}:{port} (repo {config.repo}, ref {config.ref}, "
+             f"{config.workers} workers, decision log {config.log_dir or 'off'})")
+    server.run(sockets=[sock])
+    return 0
+

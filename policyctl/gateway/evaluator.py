@@ -1,0 +1,267 @@
+"""The evaluation worker process: holds compiled revisions and answers one framed request at a time on its pipes."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import struct
+import sys
+import time
+from collections import OrderedDict
+from typing import IO, Any
+
+import orjson
+
+from policyctl.decide import Pipeline, Revision, build_revision
+from policyctl.engine.modules import MAIN_PACKAGE, RegoModule
+from policyctl.errors import PolicyCompileError, PolicyctlError
+from policyctl.model import parse_override_header
+from policyctl.repo import Snapshot, snapshot
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024
+# Inputs remembered (one per rule-index key) to compile the next revision's programs
+# before it goes live, so the first request after a swap does not pay for a compile.
+MAX_SAMPLES = 64
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes")
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(HEADER.pack(len(payload)) + payload)
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _overrides_loader() -> Any:
+    try:
+        from policyctl.sandbox import load_overrides
+    except ImportError:
+        return None
+    return load_overrides
+
+
+def override_summaries(snap: Snapshot) -> list[dict[str, Any]]:
+    """The override scripts of a snapshot as the status shows them, read without running them."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    out: list[dict[str, Any]] = []
+    for path in snap.paths("overrides/", ".py"):
+        try:
+            header = parse_override_header(snap.text(path), file=path)
+        except PolicyctlError as exc:
+            out.append({"file": path, "mode": "invalid", "error": str(exc)})
+            continue
+        out.append({"file": path, "name": header.name, "mode": "expired" if header.expired(now) else "active",
+                    "priority": header.priority, "expires": header.expires.isoformat().replace("+00:00", "Z"),
+                    "match": header.match, "doc": header.doc.splitlines()[0] if header.doc else ""})
+    return out
+
+
+class Evaluator:
+    """The revisions this worker holds, by commit id, and the inputs it has seen."""
+
+    def __init__(self) -> None:
+        self.revisions: dict[str, Revision] = {}
+        self.seen_keys: dict[str, set[tuple[Any, ...]]] = {}
+        self.samples: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.failures_seen: dict[str, dict[str, int]] = {}
+        self.loader = _overrides_loader()
+
+    def decide(self, rev: str, input: Any) -> dict[str, Any]:
+        revision = self.revisions.get(rev)
+        if revision is None:
+            return {"ok": False, "error": {"code": "revision_unavailable",
+                                           "message": f"revision {rev[:12]} is not loaded in this worker"}}
+        pipeline: Pipeline = revision.pipeline
+        try:
+            key = pipeline.policies.key(input)
+        except Exception:  # noqa: BLE001 - a key is only a warm-up hint
+            key = None
+        seen = self.seen_keys[rev]
+        if key is not None and key not in seen:
+            seen.add(key)
+            self.samples[orjson.dumps(key).decode()] = input
+            while len(self.samples) > MAX_SAMPLES:
+                self.samples.popitem(last=False)
+        try:
+            reply: dict[str, Any] = {"ok": True, "decision": pipeline.decide_dict(input)}
+        except PolicyctlError as exc:
+            reply = {"ok": False, "error": {"code": exc.code, "message": exc.message}}
+        if pipeline.overrides is not None:
+            failed = self._override_failures(rev, pipeline.overrides)
+            if failed:
+                reply["override_failures"] = failed
+        return reply
+
+    def _override_failures(self, rev: str, overrides: Any) -> dict[str, int]:
+        """Override runs that failed since the last reply, by code (the sandbox counts them)."""
+        counts = getattr(overrides, "failures_by_code", None)
+        if not isinstance(counts, dict):
+            return {}
+        seen = self.failures_seen.setdefault(rev, {})
+        delta = {code: n - seen.get(code, 0) for code, n in counts.items() if n != seen.get(code, 0)}
+        seen.update(counts)
+        return delta
+
+    def verify(self, rev: str, repo: str) -> dict[str, Any]:
+        """Build `rev` and run its fixtures (the builder's job); nothing is kept."""
+        started = time.perf_counter()
+        try:
+            revision = build_revision(snapshot(repo, rev), verify=True, load_overrides=self.loader)
+        except PolicyctlError as exc:
+            return _failure(exc)
+        try:
+            timing = {"verify_ms": round((time.perf_counter() - started) * 1e3, 1)}
+            return {"ok": True, "summary": self._summary(revision, timing)}
+        finally:
+            _close_overrides(revision)
+
+    def load(self, rev: str, repo: str) -> dict[str, Any]:
+        """Build `rev` (already verified by the builder), compile what traffic needs, and keep it."""
+        if rev in self.revisions:
+            return {"ok": True, "summary": self._summary(self.revisions[rev], {})}
+        started = time.perf_counter()
+        try:
+            revision = build_revision(snapshot(repo, rev), verify=False, load_overrides=self.loader)
+        except PolicyctlError as exc:
+            return _failure(exc)
+        built = time.perf_counter()
+        warmed = self._warm(revision)
+        self.revisions[rev] = revision
+        self.seen_keys[rev] = set()
+        # A revision lives until it is dropped: keep its objects (and the imports) out of the
+        # collector's full passes, which would otherwise stall a decision for milliseconds.
+        gc.collect()
+        gc.freeze()
+        timing = {"build_ms": round((built - started) * 1e3, 1),
+                  "warm_ms": round((time.perf_counter() - built) * 1e3, 1), "warmed": warmed}
+        return {"ok": True, "summary": self._summary(revision, timing)}
+
+    def _warm(self, revision: Revision) -> int:
+        """Compile the programs that recent traffic and the fixtures need, before the swap."""
+        policies = revision.pipeline.policies
+        inputs = [f.input for f in revision.fixtures] + list(self.samples.values())
+        keys: set[tuple[Any, ...]] = set()
+        for input in inputs:
+            try:
+                key = policies.key(input)
+                if key not in keys:
+                    keys.add(key)
+                    policies.program_for(input)
+            except PolicyctlError:
+                continue  # the request itself will report it, as a fail-closed decision
+        return len(keys)
+
+    def _summary(self, revision: Revision, timing: dict[str, Any]) -> dict[str, Any]:
+        policies = revision.pipeline.policies
+        snap = revision.snapshot
+        return {
+            "revision": revision.id,
+            "committed_at": snap.committed_at.isoformat() if snap.committed_at else None,
+            "policies": [{"file": m.file, "package": m.package, "mode": _mode(m), "title": m.title,
+                          "cluster": m.cluster} for m in policies.modules],
+            "overrides": override_summaries(snap),
+            "fixtures": len(revision.fixtures),
+            "fixtures_passed": sum(1 for r in revision.fixture_results if r.passed),
+            "timing": timing,
+        }
+
+    def drop(self, rev: str) -> dict[str, Any]:
+        revision = self.revisions.pop(rev, None)
+        self.seen_keys.pop(rev, None)
+        self.failures_seen.pop(rev, None)
+        if revision is not None:
+            _close_overrides(revision)
+        return {"ok": True}
+
+    def close(self) -> None:
+        for rev in list(self.revisions):
+            self.drop(rev)
+
+
+def _failure(exc: PolicyctlError) -> dict[str, Any]:
+    problems = exc.problems[:50] if isinstance(exc, PolicyCompileError) else []
+    return {"ok": False, "error": {"code": exc.code, "message": exc.message,
+                                   "problems": [p.to_dict() for p in problems]}}
+
+
+def _mode(module: RegoModule) -> str:
+    if module.is_rule:
+        return module.mode
+    return "entrypoint" if module.package == MAIN_PACKAGE else "library"
+
+
+def _close_overrides(revision: Revision) -> None:
+    close = getattr(revision.pipeline.overrides, "close", None)
+    if callable(close):
+        # Closing a sandbox must not take the worker down.
+        with contextlib.suppress(Exception):
+            close()
+
+
+def handle(evaluator: Evaluator, op: str | None, message: dict[str, Any]) -> dict[str, Any]:
+    if op == "decide":
+        return evaluator.decide(message["rev"], message["input"])
+    if op == "load":
+        return evaluator.load(message["rev"], message["repo"])
+    if op == "verify":
+        return evaluator.verify(message["rev"], message["repo"])
+    if op == "drop":
+        return evaluator.drop(message["rev"])
+    return {"ok": False, "error": {"code": "bad_request", "message": f"unknown op {op!r}"}}
+
+
+def main() -> int:
+    """`python -m policyctl.gateway.evaluator`: frames in on stdin, answers out on stdout.
+
+    Frames are length-prefixed orjson. Anything else the process prints (a library banner,
+    a stray print) goes to stderr, so it can never corrupt a frame.
+    """
+    # Ctrl-C in a terminal goes to the gateway, which closes its workers in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    stdin = sys.stdin.buffer
+    evaluator = Evaluator()
+    write_frame(out_fd, orjson.dumps({"op": "hello", "pid": os.getpid()}))
+    try:
+        while True:
+            frame = read_frame(stdin)
+            if frame is None:
+                return 0  # the gateway went away
+            message = orjson.loads(frame)
+            op = message.get("op")
+            if op == "exit":
+                write_frame(out_fd, orjson.dumps({"ok": True}))
+                return 0
+            try:
+                reply = handle(evaluator, op, message)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not cost the worker
+                reply = {"ok": False, "error": {"code": "internal_error",
+                                                "message": f"{type(exc).__name__}: {exc}"[:500]}}
+            try:
+                payload = orjson.dumps(reply)
+            except TypeError as exc:
+                payload = orjson.dumps({"ok": False, "error": {"code": "invalid_decision",
+                                                               "message": f"the decision is not JSON: {exc}"}})
+            write_frame(out_fd, payload)
+    finally:
+        evaluator.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

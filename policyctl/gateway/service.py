@@ -1,0 +1,217 @@
+"""The gateway without HTTP: decide on the active revision, log it, count it, and report status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policyctl import __version__
+from policyctl.decide import error_decision
+from policyctl.errors import EvaluationError
+from policyctl.gateway.decision_log import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BYTES, DecisionLog
+from policyctl.gateway.metrics import LATENCY_BUCKETS, SWAP_BUCKETS, Registry
+from policyctl.gateway.revisions import RevisionManager
+from policyctl.gateway.workers import WorkerFailure, WorkerPool
+
+# Worker failures that are not a decision about the input: the client gets 503 and retries.
+UNAVAILABLE = frozenset({"overloaded", "no_worker", "shutting_down"})
+
+
+@dataclass
+class GatewayConfig:
+    """Everything `policyctl gateway serve` was told."""
+
+    repo: Path
+    ref: str = "refs/heads/main"
+    host: str = "127.0.0.1"
+    port: int = 8181
+    remote: str | None = None
+    poll: float = 10.0
+    token: str | None = None
+    log_dir: Path | None = None
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    workers: int = 2
+    eval_timeout: float = 3.0
+    build_timeout: float = 60.0
+    max_body_bytes: int = 512 * 1024
+
+
+class Unavailable(Exception):
+    """The gateway cannot decide right now (not ready, overloaded, shutting down): HTTP 503."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def utc_stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class Gateway:
+    """The worker pool, the revision manager, the decision log and the metrics, wired together."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.registry = Registry()
+        self._define_metrics()
+        self.pool = WorkerPool(config.workers, str(config.repo), eval_timeout=config.eval_timeout,
+                               build_timeout=config.build_timeout, wanted=self._wanted)
+        self.revisions = RevisionManager(config.repo, config.ref, self.pool, poll=config.poll, remote=config.remote,
+                                         swap_latency=self.swap_latency)
+        self.log = DecisionLog(config.log_dir, max_bytes=config.log_max_bytes,
+                               flush_interval=config.log_flush_interval)
+
+    def _wanted(self) -> set[str]:
+        return self.revisions.wanted()
+
+    async def start(self) -> None:
+        self.log.start()
+        await self.pool.start()
+        await self.revisions.start()
+
+    async def stop(self) -> None:
+        """Stop watching, stop the workers, then write out the decision log (nothing queued is lost)."""
+        await self.revisions.stop()
+        await self.pool.close()
+        await asyncio.to_thread(self.log.close)
+
+    # ------------------------------------------------------------------ decisions
+
+    def ready(self) -> tuple[bool, str]:
+        if self.revisions.active is None:
+            if self.revisions.degraded:
+                return False, "no commit of the ref builds; see /v1/status"
+            return False, "loading the first revision"
+        if self.pool.alive == 0:
+            return False, "no evaluation worker is running"
+        return True, "ready"
+
+    async def decide(self, input: dict[str, Any], received: float) -> dict[str, Any]:
+        """The decision for a checked input on the active revision; raises Unavailable."""
+        rev = self.revisions.acquire()
+        if rev is None:
+            raise Unavailable("not_ready", self.ready()[1])
+        try:
+            decision = await self.pool.decide(rev.id, input)
+        except WorkerFailure as exc:
+            if exc.code in UNAVAILABLE:
+                self.unavailable.inc(exc.code)
+                raise Unavailable(exc.code, exc.message) from None
+            decision = error_decision(EvaluationError(exc.message, code=exc.code))
+            decision["decision_id"] = uuid.uuid4().hex
+            decision["revision"] = rev.id
+        finally:
+            self.revisions.release(rev)
+        now = time.time()
+        elapsed = time.perf_counter() - received
+        action = decision.get("action", "deny")
+        source = str(decision.get("source", "error"))
+        self.decisions.inc(action, source.split("@", 1)[0])
+        self.latency.observe(elapsed)
+        record: dict[str, Any] = {"id": decision["decision_id"], "ts": utc_stamp(now), "input": input,
+                                  "decision": decision, "revision": rev.id}
+        shadow = decision.get("shadow")
+        if shadow:
+            divergent = [{"rule": s.get("rule"), "module": s.get("module"), "action": s.get("action"),
+                          "decided": action} for s in shadow if isinstance(s, dict) and s.get("action") != action]
+            if divergent:
+                record["shadow_divergence"] = divergent
+                for d in divergent:
+                    self.divergences.inc(str(d["rule"]), str(d["action"]), action)
+        record["latency_ms"] = round(elapsed * 1e3, 3)
+        self.log.decision(record)
+        return decision
+
+    def outcome(self, decision_id: str, outcome: dict[str, Any]) -> bool:
+        joined = self.log.outcome(decision_id, outcome, utc_stamp(time.time()))
+        self.outcomes.inc("joined" if joined else "unknown_decision")
+        return joined
+
+    # ------------------------------------------------------------------ status and metrics
+
+    def status(self) -> dict[str, Any]:
+        ready, why = self.ready()
+        return {
+            "ready": ready, "ready_reason": why, "version": __version__, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            **self.revisions.describe(),
+            "workers": {"count": self.config.workers, "ready": self.pool.alive, "eval_timeout_s": self.config.eval_timeout,
+                        "timeouts": self.pool.timeouts, "crashes": self.pool.crashes,
+                        "override_failures": dict(self.pool.override_failures),
+                        "restarts": dict(self.pool.restarts), "queued": len(self.pool.pending),
+                        "last_failure": self.pool.last_failure, "processes": self.pool.describe()},
+            "decision_log": self.log.describe(),
+            "decisions": {"total": int(self.decisions.total()),
+                          "shadow_divergences": int(self.divergences.total())},
+        }
+
+    def _define_metrics(self) -> None:
+        r = self.registry
+        p = "policyctl_gateway_"
+        self.decisions = r.counter(p + "decisions_total", "Decisions answered, by action and source.",
+                                   ("action", "source"))
+        self.latency = r.histogram(p + "decision_duration_seconds",
+                                   "Time from request received to decision, in seconds.", LATENCY_BUCKETS)
+        self.divergences = r.counter(p + "shadow_divergences_total",
+                                     "Shadow-mode rules whose action differed from the decision.",
+                                     ("rule", "shadow_action", "decided_action"))
+        self.unavailable = r.counter(p + "unavailable_total", "Requests answered 503, by reason.", ("code",))
+        self.errors = r.counter(p + "request_errors_total", "Requests refused, by HTTP status and error code.",
+                                ("status", "code"))
+        self.outcomes = r.counter(p + "outcomes_total", "Outcomes received, by result.", ("result",))
+        self.swap_latency = r.histogram(p + "commit_to_serving_seconds",
+                                        "From the ref moving in git to the new revision serving, in seconds.",
+                                        SWAP_BUCKETS)
+
+        def revision_info() -> list[tuple[tuple[str, ...], float]]:
+            active = self.revisions.active
+            return [((active.id, active.subject[:100]), 1)] if active else []
+
+        def head_info() -> list[tuple[tuple[str, ...], float]]:
+            head = self.revisions.head
+            return [((head,), 1)] if head else []
+
+        def last_failure() -> list[tuple[tuple[str, ...], float]]:
+            f = self.revisions.last_error
+            return [((f.revision, f.code, f.message[:200]), f.at)] if f else []
+
+        r.gauge(p + "revision_info", "The revision being served (value 1).", ("revision", "subject"), revision_info)
+        r.gauge(p + "head_info", "The commit the ref points at (value 1).", ("revision",), head_info)
+        r.gauge(p + "revisions_behind", "First-parent commits between the served revision and the head.", (),
+                lambda: [((), float(self.revisions.behind))] if self.revisions.behind is not None else [])
+        r.gauge(p + "degraded", "1 when the head does not build and an older revision (or none) is served.", (),
+                lambda: [((), 1.0 if self.revisions.degraded else 0.0)])
+        r.gauge(p + "ready", "1 when decisions are being served.", (), lambda: [((), 1.0 if self.ready()[0] else 0.0)])
+        r.gauge(p + "reloads_total", "Revisions built after start, by result.", ("result",),
+                lambda: [((k,), float(v)) for k, v in self.revisions.reloads.items()], kind="counter")
+        r.gauge(p + "last_reload_failure_timestamp_seconds",
+                "When the last commit failed to build, with which commit, code and message.",
+                ("revision", "code", "message"), last_failure)
+        r.gauge(p + "worker_restarts_total", "Evaluation workers replaced, by reason.", ("reason",),
+                lambda: [((k,), float(v)) for k, v in self.pool.restarts.items()], kind="counter")
+        r.gauge(p + "eval_timeouts_total", "Evaluations stopped at the deadline (answered fail-closed).", (),
+                lambda: [((), float(self.pool.timeouts))], kind="counter")
+        r.gauge(p + "workers_ready", "Evaluation workers taking requests.", (), lambda: [((), float(self.pool.alive))])
+        r.gauge(p + "queue_length", "Requests waiting for a free worker.", (),
+                lambda: [((), float(len(self.pool.pending)))])
+        r.gauge(p + "decision_log_backlog", "Decision-log records queued and not yet written.", (),
+                lambda: [((), float(self.log.backlog))])
+        r.gauge(p + "decision_log_written_total", "Decision-log records written.", (),
+                lambda: [((), float(self.log.written))], kind="counter")
+        r.gauge(p + "decision_log_lost_total", "Decision-log records lost, by reason (never silent).", ("reason",),
+                lambda: [(("backlog_full",), float(self.log.lost_backlog)),
+                         (("write_error",), float(self.log.lost_write))], kind="counter")
+        r.gauge(p + "override_failures_total", "Override runs that failed and were skipped, by code.", ("code",),
+                lambda: [((k,), float(v)) for k, v in sorted(self.pool.override_failures.items())], kind="counter")
+        r.gauge(p + "fetches_total", "git fetches of --remote, by result.", ("result",),
+                lambda: [((k,), float(v)) for k, v in self.revisions.fetches.items()] if self.config.remote else [],
+                kind="counter")

@@ -1,0 +1,525 @@
+"""Evaluation worker processes: one request in flight per worker, a deadline on each, replacement on overrun or death."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from policyctl.gateway.evaluator import HEADER, MAX_FRAME
+
+HELLO_TIMEOUT_S = 60.0
+BUILDER = -1  # the index of the worker that verifies new revisions and never serves
+CLOSE_TIMEOUT_S = 5.0
+
+
+class WorkerFailure(Exception):
+    """A job that no worker could finish: timed out, crashed, overloaded or shut down."""
+
+    def __init__(self, code: str, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.problems = problems or []
+
+
+@dataclass(eq=False)
+class Job:
+    op: str  # decide, verify, load, drop
+    payload: bytes
+    future: asyncio.Future[dict[str, Any]]
+    rev: str | None = None
+    timeout: float | None = None
+    queued_at: float = 0.0
+
+
+@dataclass(eq=False)
+class Worker:
+    index: int
+    started_at: float
+    hello: asyncio.Future[None]
+    exited: asyncio.Future[int]
+    transport: asyncio.SubprocessTransport | None = None
+    stdin: asyncio.WriteTransport | None = None
+    pid: int = 0
+    loaded: set[str] = field(default_factory=set)
+    job: Job | None = None
+    control: deque[Job] = field(default_factory=deque)
+    joined: bool = False
+    alive: bool = True
+    killed: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+class _Frames(asyncio.SubprocessProtocol):
+    """Cuts the worker's stdout into frames and reports them, and the worker's exit, to the pool.
+
+    A protocol rather than a reader task: a reply is handled in the callback that receives
+    it, without waking a task per frame.
+    """
+
+    def __init__(self, pool: WorkerPool, worker: Worker) -> None:
+        self.pool = pool
+        self.worker = worker
+        self.buffer = bytearray()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            return
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer)
+            if size > MAX_FRAME:
+                self.pool._kill(self.worker)
+                return
+            end = HEADER.size + size
+            if len(buffer) < end:
+                return
+            body = bytes(buffer[HEADER.size:end])
+            del buffer[:end]
+            self.pool._on_frame(self.worker, body)
+
+    def process_exited(self) -> None:
+        transport = self.worker.transport
+        code = transport.get_returncode() if transport is not None else None
+        worker = self.worker
+        if not worker.exited.done():
+            worker.exited.set_result(code if code is not None else -1)
+        self.pool._on_exit(worker)
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "policyctl.gateway.evaluator"]
+
+
+class WorkerPool:
+    """N serving workers and one build worker, a queue of decide jobs, control jobs per worker.
+
+    regopy has no timeout and can crash its process (deep input, pathological policies), and
+    threads give it no parallelism; processes give both isolation and cores. The pool talks
+    to each worker over its stdin/stdout with length-prefixed orjson frames, from the event
+    loop, with no thread hand-off on the request path.
+    """
+
+    def __init__(self, size: int, repo: str, *, eval_timeout: float, build_timeout: float,
+                 wanted: Callable[[], set[str]], max_queue: int = 2048, queue_timeout: float = 10.0,
+                 command: list[str] | None = None) -> None:
+        self.size = size
+        self.repo = repo
+        self.eval_timeout = eval_timeout
+        self.build_timeout = build_timeout
+        self.wanted = wanted
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.command = command or worker_command()
+        self.workers: dict[int, Worker] = {}
+        self.idle: list[Worker] = []
+        self.pending: deque[Job] = deque()
+        self.closing = False
+        self.timeouts = 0
+        self.crashes = 0
+        self.restarts: dict[str, int] = {}
+        self.overloaded = 0
+        self.override_failures: dict[str, int] = {}
+        self.last_failure: dict[str, Any] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._recent_deaths: dict[int, list[float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has said hello (they hold no revision yet)."""
+        await asyncio.gather(*(self._bring_up(i) for i in (BUILDER, *range(self.size))))
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def close(self) -> None:
+        """Fail queued jobs, ask each worker to exit, and kill the ones that do not."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        while self.pending:
+            job = self.pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(WorkerFailure("shutting_down", "the gateway is shutting down"))
+        for worker in list(self.workers.values()):
+            if worker.alive and worker.stdin is not None:
+                with contextlib.suppress(Exception):
+                    worker.stdin.write(_frame(orjson.dumps({"op": "exit"})))
+                    worker.stdin.close()
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        for worker in list(self.workers.values()):
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.exited), max(0.05, deadline - time.monotonic()))
+            except TimeoutError:
+                self._kill(worker)
+            if worker.transport is not None:
+                worker.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def alive(self) -> int:
+        """Serving workers that take requests."""
+        return sum(1 for w in self.workers.values() if w.index != BUILDER and w.alive and w.joined)
+
+    def describe(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [{"index": w.index, "role": "build" if w.index == BUILDER else "serve", "pid": w.pid,
+                 "alive": w.alive, "ready": w.joined, "busy": w.job is not None,
+                 "revisions": sorted(w.loaded), "uptime_s": round(now - w.started_at, 1)}
+                for w in sorted(self.workers.values(), key=lambda w: w.index)]
+
+    # ------------------------------------------------------------------ requests
+
+    async def decide(self, rev: str, input: dict[str, Any]) -> dict[str, Any]:
+        """The worker's decision for `input` on revision `rev`; WorkerFailure when none could give one."""
+        loop = asyncio.get_running_loop()
+        payload = orjson.dumps({"op": "decide", "rev": rev, "input": input})
+        job = Job("decide", payload, loop.create_future(), rev, self.eval_timeout, loop.time())
+        worker = self._idle_with(rev)
+        if worker is not None:
+            self._send(worker, job)
+        elif len(self.pending) >= self.max_queue:
+            self.overloaded += 1
+            raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker; retry later")
+        else:
+            self.pending.append(job)
+        reply = await job.future
+        failed = reply.get("override_failures")
+        if failed:
+            for code, n in failed.items():
+                self.override_failures[code] = self.override_failures.get(code, 0) + int(n)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise WorkerFailure(str(error.get("code", "eval_error")), str(error.get("message", "")))
+        decision: dict[str, Any] = reply["decision"]
+        return decision
+
+    def _idle_with(self, rev: str) -> Worker | None:
+        idle = self.idle
+        for i in range(len(idle) - 1, -1, -1):
+            worker = idle[i]
+            if rev in worker.loaded:
+                del idle[i]
+                return worker
+        return None
+
+    # ------------------------------------------------------------------ revisions
+
+    async def load(self, rev: str) -> dict[str, Any]:
+        """Verify `rev` in the builder, compile it in a serving worker, and return its summary.
+
+        The builder compiles the commit and runs its fixtures in a process that serves no
+        request, so a long or pathological verification never delays a decision. Then one
+        serving worker compiles and warms it: from then on the revision can be swapped in.
+        The other workers compile it as soon as they finish the request in hand (a worker
+        busy with a slow evaluation does not hold the swap back); until then they only take
+        requests for the revisions they hold. Raises WorkerFailure (rego_compile_error,
+        revision_invalid, build_timeout, …) and leaves no worker holding `rev` when it fails.
+        """
+        started = time.monotonic()
+        try:
+            builder = await self._builder()
+            reply = await self._control(builder, "verify", {"op": "verify", "rev": rev, "repo": self.repo},
+                                        self.build_timeout)
+            verified = time.monotonic()
+            if not reply.get("ok"):
+                raise _failure(reply)
+            summary: dict[str, Any] = reply["summary"]
+            while not any(rev in w.loaded for w in self._serving()):
+                todo = [w for w in self._serving() if rev not in w.loaded]
+                if not todo:
+                    if self.closing:
+                        raise WorkerFailure("shutting_down", "the gateway is shutting down")
+                    await asyncio.sleep(0.05)  # every worker is being replaced; wait for one
+                    continue
+                worker = min(todo, key=lambda w: (w.job is not None, len(w.control)))  # a free one, if any
+                try:
+                    reply = await self._control(worker, "load", {"op": "load", "rev": rev, "repo": self.repo},
+                                                self.build_timeout)
+                except WorkerFailure:
+                    continue  # that worker died or overran; its replacement loads what is wanted
+                if not reply.get("ok"):
+                    raise _failure(reply)
+            for worker in self._serving():
+                if rev not in worker.loaded and not self._loading(worker, rev):
+                    self._load_later(worker, rev)
+            summary.setdefault("timing", {}).update(
+                {"verify_s": round(verified - started, 3), "load_s": round(time.monotonic() - verified, 3)})
+            return summary
+        except BaseException:
+            self.drop(rev)
+            raise
+
+    def _serving(self) -> list[Worker]:
+        return [w for w in self.workers.values() if w.index != BUILDER and w.alive and w.joined]
+
+    def _loading(self, worker: Worker, rev: str) -> bool:
+        jobs = [*worker.control, *([worker.job] if worker.job is not None else [])]
+        return any(j.op == "load" and j.rev == rev for j in jobs)
+
+    def _load_later(self, worker: Worker, rev: str) -> None:
+        loop = asyncio.get_running_loop()
+        job = Job("load", orjson.dumps({"op": "load", "rev": rev, "repo": self.repo}), loop.create_future(), rev,
+                  self.build_timeout, loop.time())
+
+        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return  # the worker died or overran: already replaced
+            if not future.result().get("ok") and worker.alive:
+                self._retire(worker, "load_failed")  # it built elsewhere: this worker is the problem
+
+        job.future.add_done_callback(done)
+        self._enqueue_control(worker, job)
+
+    async def _builder(self) -> Worker:
+        deadline = time.monotonic() + self.build_timeout
+        while time.monotonic() < deadline and not self.closing:
+            builder = self.workers.get(BUILDER)
+            if builder is not None and builder.alive and builder.joined:
+                return builder
+            await asyncio.sleep(0.05)
+        raise WorkerFailure("no_builder", "the build worker is not running (it keeps failing to start?)")
+
+    def drop(self, rev: str) -> None:
+        """Free `rev` in every worker that holds it (no request may still name it)."""
+        loop = asyncio.get_running_loop()
+        for worker in self.workers.values():
+            if rev in worker.loaded:
+                worker.loaded.discard(rev)
+                if worker.alive:
+                    job = Job("drop", orjson.dumps({"op": "drop", "rev": rev}), loop.create_future(), rev,
+                              self.build_timeout)
+                    job.future.add_done_callback(_ignore_result)
+                    self._enqueue_control(worker, job)
+
+    async def _control(self, worker: Worker, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        job = Job(op, orjson.dumps(message), loop.create_future(), message.get("rev"), timeout, loop.time())
+        self._enqueue_control(worker, job)
+        return await job.future
+
+    def _enqueue_control(self, worker: Worker, job: Job) -> None:
+        worker.control.append(job)
+        if worker.job is None:
+            if worker in self.idle:
+                self.idle.remove(worker)
+            self._next(worker)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _send(self, worker: Worker, job: Job) -> None:
+        worker.job = job
+        assert worker.stdin is not None
+        worker.stdin.write(_frame(job.payload))
+        if job.timeout is not None:
+            worker.timer = asyncio.get_running_loop().call_later(job.timeout, self._overrun, worker, job)
+
+    def _next(self, worker: Worker) -> None:
+        """Give a free worker its next job: its own control jobs first, then the oldest request it can serve."""
+        if worker.job is not None or not worker.alive:
+            return
+        if worker.control:
+            self._send(worker, worker.control.popleft())
+            return
+        if not worker.joined or worker.index == BUILDER:
+            return
+        pending = self.pending
+        while pending:
+            job = pending[0]
+            if job.future.done():  # the client went away or the sweeper failed it
+                pending.popleft()
+                continue
+            if job.rev in worker.loaded:
+                pending.popleft()
+                self._send(worker, job)
+                return
+            # Rare: the oldest request names a revision this worker is still loading.
+            for i, other in enumerate(pending):
+                if not other.future.done() and other.rev in worker.loaded:
+                    del pending[i]
+                    self._send(worker, other)
+                    return
+            break
+        self.idle.append(worker)
+
+    def _on_frame(self, worker: Worker, body: bytes) -> None:
+        if not worker.hello.done():
+            worker.hello.set_result(None)
+            return
+        if not worker.alive:
+            return  # retired: its job was already answered
+        job = worker.job
+        worker.job = None
+        if worker.timer is not None:
+            worker.timer.cancel()
+            worker.timer = None
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            reply = {"ok": False, "error": {"code": "eval_error", "message": f"the worker answered garbage: {exc}"}}
+        if job is not None and job.op == "load" and reply.get("ok") and job.rev is not None:
+            # Recorded before the worker takes its next job, so it can serve the revision at once.
+            worker.loaded.add(job.rev)
+            if job.rev not in self.wanted():
+                self.drop(job.rev)  # superseded or failed while this worker compiled it
+        if job is not None and not job.future.done():
+            job.future.set_result(reply)
+        self._next(worker)
+
+    def _overrun(self, worker: Worker, job: Job) -> None:
+        if worker.job is not job or not worker.alive:
+            return
+        if job.op == "decide":
+            self.timeouts += 1
+            failure = WorkerFailure("eval_timeout", f"the evaluation did not finish within {job.timeout:g} s; "
+                                    "its worker was stopped and replaced (fail closed)")
+        else:
+            failure = WorkerFailure("build_timeout", f"{job.op} of revision {str(job.rev)[:12]} did not finish "
+                                    f"within {job.timeout:g} s; the worker was stopped and replaced")
+        self.last_failure = {"code": failure.code, "message": failure.message, "at": time.time()}
+        if not job.future.done():
+            job.future.set_exception(failure)
+        worker.job = None
+        self._retire(worker, "timeout")
+
+    # ------------------------------------------------------------------ worker processes
+
+    async def _bring_up(self, index: int) -> None:
+        """Start worker `index`, load every revision the gateway serves, then let it take requests."""
+        while not self.closing:
+            worker = await self._spawn(index)
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.hello), HELLO_TIMEOUT_S)
+                while not self.closing and worker.alive and index != BUILDER:
+                    missing = sorted(self.wanted() - worker.loaded)
+                    if not missing:
+                        break
+                    for rev in missing:
+                        reply = await self._control(worker, "load", {"op": "load", "rev": rev, "repo": self.repo},
+                                                    self.build_timeout)
+                        if not reply.get("ok"):
+                            raise WorkerFailure("load_failed", str((reply.get("error") or {}).get("message")))
+            except (WorkerFailure, TimeoutError, OSError) as exc:
+                self.last_failure = {"code": "worker_start_failed", "message": str(exc), "at": time.time()}
+                self._retire(worker, "start_failed", replace=False)
+                await asyncio.sleep(self._backoff(index))
+                continue
+            if worker.alive and not self.closing:
+                worker.joined = True
+                self._next(worker)
+            return
+
+    async def _spawn(self, index: int) -> Worker:
+        loop = asyncio.get_running_loop()
+        worker = Worker(index, time.monotonic(), loop.create_future(), loop.create_future())
+        self.workers[index] = worker
+        transport, _ = await loop.subprocess_exec(
+            lambda: _Frames(self, worker), *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None, start_new_session=True)  # its own group: signals to the gateway never reach it
+        worker.transport = transport
+        worker.pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        worker.stdin = stdin
+        return worker
+
+    def _on_exit(self, worker: Worker) -> None:
+        """The worker process ended; unless we retired it, it crashed (or was killed from outside)."""
+        if worker.transport is not None:
+            worker.transport.close()
+        code = worker.exited.result()
+        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        if not worker.hello.done():
+            worker.hello.set_exception(WorkerFailure("worker_start_failed", f"the worker exited at start ({why})"))
+            worker.hello.exception()  # retrieved here: nobody may be waiting any more
+        if not worker.alive:
+            return
+        self.crashes += 1
+        self.last_failure = {"code": "worker_crashed", "message": f"an evaluation worker died ({why})",
+                             "at": time.time()}
+        self._retire(worker, "crashed", why=f"the evaluation worker died ({why}); it was replaced (fail closed)")
+
+    def _retire(self, worker: Worker, reason: str, *, replace: bool = True, why: str = "") -> None:
+        """Kill a worker, fail what it held, and start its replacement."""
+        worker.alive = False
+        worker.joined = False
+        if worker in self.idle:
+            self.idle.remove(worker)
+        if worker.timer is not None:
+            worker.timer.cancel()
+            worker.timer = None
+        self._kill(worker)
+        jobs = ([worker.job] if worker.job is not None else []) + list(worker.control)
+        worker.job = None
+        worker.control.clear()
+        for job in jobs:
+            if not job.future.done():
+                code = "eval_crashed" if job.op == "decide" else "build_crashed"
+                job.future.set_exception(WorkerFailure(code, why or "the worker was replaced before it answered"))
+        if replace and not self.closing:
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
+            self._recent_deaths.setdefault(worker.index, []).append(time.monotonic())
+            self._track(asyncio.ensure_future(self._replace(worker.index)))
+
+    async def _replace(self, index: int) -> None:
+        await asyncio.sleep(self._backoff(index))
+        await self._bring_up(index)
+
+    def _backoff(self, index: int) -> float:
+        """No delay for a rare death; up to 5 s when a worker keeps dying (a crash loop)."""
+        now = time.monotonic()
+        deaths = [t for t in self._recent_deaths.get(index, []) if now - t < 30]
+        self._recent_deaths[index] = deaths
+        return 0.0 if len(deaths) <= 2 else min(5.0, 0.1 * 2 ** (len(deaths) - 2))
+
+    def _kill(self, worker: Worker) -> None:
+        """SIGKILL the worker's process group; its sandbox workers exit when their pipes close."""
+        if worker.pid and not worker.killed:
+            worker.killed = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.pid, signal.SIGKILL)
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self) -> None:
+        """Fail requests that waited too long for any worker (all busy, crashed, or reloading)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.25)
+            limit = loop.time() - self.queue_timeout
+            while self.pending and (self.pending[0].future.done() or self.pending[0].queued_at < limit):
+                job = self.pending.popleft()
+                if not job.future.done():
+                    self.overloaded += 1
+                    job.future.set_exception(WorkerFailure(
+                        "no_worker", f"no evaluation worker was free within {self.queue_timeout:g} s"))
+
+
+def _failure(reply: dict[str, Any]) -> WorkerFailure:
+    error = reply.get("error") or {}
+    return WorkerFailure(str(error.get("code", "revision_invalid")), str(error.get("message", "")),
+                         error.get("problems") or [])
+
+
+def _frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
