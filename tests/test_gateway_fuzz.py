@@ -1,8 +1,8 @@
 """A short schemathesis run against the live gateway's /openapi.json: no 5xx, documented statuses and bodies.
 
-The long run is bench/fuzz_api.py. `negative_data_rejection` is left out here: the shared
-input check (policyctl.decide.check_input) accepts two inputs the Input JSON Schema refuses
-(`"agents": null`, and a conflict whose `action` has no `type`); that is reported, not hidden.
+The long run is bench/fuzz_api.py. `negative_data_rejection` is on: it found two inputs the
+shared input check accepted although the Input JSON Schema refuses them (`"agents": null`, a
+conflict's `action` without `type`); both are refused now.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from test_gateway import Served, serve  # noqa: F401 - the fixture is used by name
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
-          "ignored_auth,unsupported_method,missing_required_header")
+          "ignored_auth,unsupported_method,missing_required_header,negative_data_rejection")
 
 
 def test_schemathesis_finds_no_server_error(policy_repo: Path, tmp_path: Path,

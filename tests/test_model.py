@@ -58,6 +58,8 @@ CASES: list[Any] = [
     {"kind": "action", "action": "x"},
     {"kind": "action", "action": {"type": "x"}, "agents": None},  # found by schemathesis against the gateway
     {"kind": "action", "action": {"type": "x"}, "resource": None},
+    {"kind": "conflict", "agents": [{"id": "a"}, {"id": "b"}], "action": {}},  # found by schemathesis too
+    {"kind": "conflict", "agents": [{"id": "a"}, {"id": "b"}], "action": {"type": "lock"}},
     [],
 ]
 

@@ -77,8 +77,13 @@ def check_input(input: Any) -> dict[str, Any]:
             raise ValidationError("required field is missing" if action is None else "expected object", path="input.action")
         if not isinstance(action.get("type"), str) or not action["type"]:
             raise ValidationError(f"expected a non-empty string, got {action.get('type')!r}", path="input.action.type")
-    elif not isinstance(agents, list) or len(agents) < 2:
-        raise ValidationError("a conflict needs at least 2 agents", path="input.agents")
+    else:
+        if not isinstance(agents, list) or len(agents) < 2:
+            raise ValidationError("a conflict needs at least 2 agents", path="input.agents")
+        action = input.get("action")
+        if "action" in input and (not isinstance(action, dict) or not isinstance(action.get("type"), str)
+                                  or not action["type"]):
+            raise ValidationError("an action, when given, needs a non-empty type", path="input.action.type")
     for name in ("resource", "context"):
         if name in input and not isinstance(input[name], dict):
             raise ValidationError("expected object", path=f"input.{name}")
