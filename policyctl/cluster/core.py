@@ -290,12 +290,20 @@ def fingerprint(status: str, cats: list[dict[str, Any]], nums: list[dict[str, An
     return f"{slug}-{digest}"
 
 
+def human(value: float) -> str:
+    """2200240000 -> 2.2G: thresholds a reviewer reads at a glance."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e4)):
+        if abs(value) >= size:
+            return f"{value / (1e3 if unit == 'k' else size):.3g}{unit}"
+    return f"{value:g}"
+
+
 def title(status: str, cats: list[dict[str, Any]], nums: list[dict[str, Any]], cycle: dict[str, Any] | None,
           template: str) -> str:
     if cycle:
         return f"deadlock: {' ⇄ '.join(cycle['roles'])} over {', '.join(cycle['resource_kinds'])}"
     bits = [f"{c['field']}={c['value']}" for c in cats if c["field"] != "kind"][:3]
-    bits += [f"{n['field']} {n['direction']} {n['threshold']:g}" for n in nums[:1]]
+    bits += [f"{n['field']} {n['direction']} {human(n['threshold'])}" for n in nums[:1]]
     return f"{status}: {', '.join(bits)}" if bits else f"{status}: {template[:60]}"
 
 

@@ -7,7 +7,7 @@ import json
 from io import StringIO
 from typing import Any
 
-from policyctl.cluster.core import ClusterResult
+from policyctl.cluster.core import ClusterResult, human
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -74,7 +74,9 @@ def render_html(doc: dict[str, Any], points: list[tuple[float, float, int, int]]
         colour = PALETTE[i % len(PALETTE)]
         dist = "<br>".join(html.escape(f"{d['field']} = {d['value']}: {100 * d['share']:.0f}% here, {100 * d['success_share']:.0f}% of ok traffic")
                            for d in c["distinguishing"][:4])
-        dist += "".join(html.escape(f" {n['field']} {n['direction']} {n['threshold']:g}") for n in c["numeric"][:2])
+        dist += "".join("<br>" + html.escape(f"{n['field']} {n['direction']} {human(n['threshold'])}: "
+                                             f"{100 * n['success_share_beyond']:.0f}% of ok traffic")
+                        for n in c["numeric"][:2])
         examples = "<br>".join(html.escape(e["message"][:160]) for e in c["examples"][:3])
         rows.append(f"<tr><td><span class=sw style='background:{colour}'></span><code>{html.escape(c['fingerprint'])}</code></td>"
                     f"<td>{html.escape(c['title'])}</td><td class=n>{c['size']}</td><td class=n>{100 * c['share']:.1f}%</td>"

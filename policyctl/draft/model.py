@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyctl.cluster.core import human
 from policyctl.model.values import tag
 
 # Fields of an action an agent can change without changing what it does.
@@ -72,7 +73,7 @@ class Condition:
             return f"{name} {self.value}"
         if self.op == "!=":
             return f"{name} not {self.value}"
-        return f"{name} {'above' if self.op == '>' else 'at most'} {_human(self.value)}"
+        return f"{name} {'above' if self.op == '>' else 'at most'} {human(self.value)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"field": self.field, "op": self.op, "value": self.value, "rego": self.rego(), "words": self.words()}
@@ -82,14 +83,6 @@ def _literal(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return json.dumps(value)
-
-
-def _human(value: Any) -> str:
-    if isinstance(value, int | float) and abs(value) >= 10_000:
-        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(value) >= size:
-                return f"{value / size:.3g}{unit}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _ident(text: str) -> str:
