@@ -11,7 +11,6 @@ the commit as active (polled every 20 ms). Target: every one within P + 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -25,21 +24,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PROJECT, percentile, table, write_result  # noqa: E402
 from gateway import git, seed_repo, start_gateway  # noqa: E402
+from swap import set_route  # noqa: E402
 
 PROTOCOLS = ["nfs", "s3", "sftp", "ftps"]
 
 
 def push_route(repo: Path, bare: Path, n: int) -> str:
     protocol = PROTOCOLS[n % len(PROTOCOLS)]
-    (repo / "policies/file_share/data.json").write_text(json.dumps({"routes": {"parquet": {"smb": protocol}}}))
-    path = repo / "shadow_fixtures/file_share/parquet_smb.jsonl"
-    lines = []
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record["expect"].get("action") == "route":
-            record["expect"]["params"] = {"action": {"protocol": protocol}}
-        lines.append(json.dumps(record))
-    path.write_text("\n".join(lines) + "\n")
+    set_route(repo, protocol, fixtures=True)
     git(repo, "commit", "-qam", f"route parquet to {protocol} (#{n})")
     git(repo, "push", "-q", str(bare), "main")
     return git(repo, "rev-parse", "HEAD")

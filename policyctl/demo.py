@@ -57,7 +57,7 @@ class Demo:
     say: Callable[[str], None] = print
     started: float = field(default_factory=time.perf_counter)
     exe: list[str] = field(default_factory=lambda: [sys.executable, "-m", "policyctl.cli.main"])
-    steps: int = 9
+    steps: int = 8
     step_no: int = 0
 
     def step(self, title: str) -> None:
@@ -178,15 +178,9 @@ def _loop(demo: Demo, repo: Path, logs: Path, url: str, original: str) -> dict[s
     demo.step(f"a day of the demo world ({n} interactions) through the gateway")
     demo.run("simulate", "--world", "demo", "--events", n, "--seed", "1", "--gateway", url, "-o", str(day1), "-q")
     report = demo.out / "clusters.html"
-    demo.step("the failures, clustered (the HTML report is for you; the bot clusters again itself)")
-    done = demo.run("cluster", str(day1), "--embedder", demo.embedder, "-o", str(demo.out / "clusters.json"),
-                    "--html", str(report))
-    for line in done.stdout.splitlines()[:1]:
-        say(f"    {line}")
-
-    demo.step("the bot: skip what main prevents, draft, verify, open pull requests (local forge)")
+    demo.step("the bot: cluster the failures, skip what main prevents, draft, verify, open pull requests")
     demo.run("bot", "run", "--repo", str(repo), "--logs", str(day1), "--provider", "local", "--base", "main",
-             "--embedder", demo.embedder, quiet=False)
+             "--embedder", demo.embedder, "--report", str(demo.out), quiet=False)
     prs = json.loads(demo.run("pr", "list", "--repo", str(repo), "--json").stdout)
     prs = prs if isinstance(prs, list) else prs.get("pulls", [])
     open_prs = [p for p in prs if p.get("state") == "open"]

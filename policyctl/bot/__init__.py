@@ -162,8 +162,12 @@ def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str) -
 def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main", author: str = DEFAULT_AUTHOR,
             max_prs: int | None = None, dry_run: bool = False, embedder: str = "minilm", drafter: str = "induce",
             labels: Sequence[str] = ("policyctl",), jobs: int = 1, min_size: int = 5,
-            progress: Progress | None = None) -> BotRun:
-    """Cluster `logs`, draft and verify, and keep one branch and pull request per systemic cluster on `forge`."""
+            progress: Progress | None = None, report_dir: Path | None = None) -> BotRun:
+    """Cluster `logs`, draft and verify, and keep one branch and pull request per systemic cluster on `forge`.
+
+    With `report_dir`, the clusters it computed are written there too (clusters.json and
+    clusters.html), so a caller who wants the report does not cluster the logs again.
+    """
     from policyctl.bot.body import BodyContext, pick_samples, render_body, title_for
     from policyctl.bot.state import commented_on, human_marker, ignored_because, inputs_digest
     from policyctl.cluster import cluster_logs
@@ -181,7 +185,13 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     base_snap = gitrepo.snapshot(repo, base_ref)
     base_sha = str(base_snap.revision)
     say("clustering the logs")
-    doc, _ = cluster_logs(logs, embedder=embedder, min_size=min_size)
+    doc, points = cluster_logs(logs, embedder=embedder, min_size=min_size)
+    if report_dir is not None:
+        from policyctl.cluster.report import dumps, render_html
+
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "clusters.json").write_text(dumps(doc))
+        (report_dir / "clusters.html").write_text(render_html(doc, points))
     result = BotRun(provider=forge.name, base=base, base_sha=base_sha, dry_run=dry_run,
                     failures=int(doc["totals"]["failures"]))
     systemic = sorted((c for c in doc["clusters"] if c.get("systemic")), key=lambda c: (-c["size"], c["fingerprint"]))

@@ -42,10 +42,12 @@ def bot() -> None:
               help="Fewest failures a systemic cluster has.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
               help="Worker processes for the shadow replay [default: 1; the CPUs for logs over 32 MB].")
+@click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the clusters it found here: clusters.json and an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: int | None, dry_run: bool,
         embedder: str, drafter: str, author: str | None, labels: tuple[str, ...], remote: str,
-        github_repo: str | None, min_size: int, jobs: int | None, as_json: bool) -> int:
+        github_repo: str | None, min_size: int, jobs: int | None, report: Path | None, as_json: bool) -> int:
     """Cluster LOGS and keep one pull request per systemic failure cluster.
 
     Skips clusters the base branch already prevents (95% of their failures decided
@@ -62,7 +64,7 @@ def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: i
     say = (lambda msg: click.echo(f"{msg} …", err=True)) if sys.stderr.isatty() and not as_json else None
     result = run_bot(repo, list(logs), forge=forge, base=base, author=author or DEFAULT_AUTHOR, max_prs=max_prs,
                      dry_run=dry_run, embedder=embedder, drafter=drafter, labels=labels,
-                     jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size, progress=say)
+                     jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size, progress=say, report_dir=report)
     if as_json:
         emit_json(result.to_dict())
     else:

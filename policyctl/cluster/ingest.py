@@ -110,6 +110,17 @@ def read_logs(paths: list[Path], *, fmt: str = "auto", strict: bool = False, sta
         yield from reader(path, stats, strict, progress)
 
 
+def _lines(path: Path, stats: IngestStats,
+           progress: Callable[[int], None] | None) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, too long) of a file, each counted in stats and reported to progress."""
+    with path.open("rb") as stream:
+        for lineno, (raw, too_long) in enumerate(iter_lines(stream, max_bytes=MAX_LINE), start=1):
+            stats.lines += 1
+            if progress:
+                progress(len(raw))
+            yield lineno, raw, too_long
+
+
 def _fail(stats: IngestStats, strict: bool, problem: Problem) -> None:
     if strict:
         raise InputError(f"{problem.where}: {problem.message}")
@@ -118,31 +129,27 @@ def _fail(stats: IngestStats, strict: bool, problem: Problem) -> None:
 
 def _jsonl(path: Path, stats: IngestStats, strict: bool, progress: Callable[[int], None] | None) -> Iterator[Record]:
     name = str(path)
-    with path.open("rb") as stream:
-        for lineno, (raw, too_long) in enumerate(iter_lines(stream, max_bytes=MAX_LINE), start=1):
-            stats.lines += 1
-            if progress:
-                progress(len(raw))
-            if too_long:
-                _fail(stats, strict, Problem(name, f"line longer than {MAX_LINE} bytes: a truncated event cannot be read; skipped",
-                                             code="line_too_long", line=lineno))
-                continue
-            if not raw.strip():
-                stats.blank += 1
-                continue
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                text = str(exc)
-                reason = "not UTF-8" if "utf-8" in text.lower() else f"not JSON ({text.split(':', 1)[0]})"
-                _fail(stats, strict, Problem(name, f"{reason}; skipped", code="bad_json", line=lineno))
-                continue
-            record = _event(doc, f"{name}:{lineno}")
-            if isinstance(record, str):
-                _fail(stats, strict, Problem(name, f"{record}; skipped", code="not_an_event", line=lineno))
-                continue
-            stats.kept += 1
-            yield record
+    for lineno, raw, too_long in _lines(path, stats, progress):
+        if too_long:
+            _fail(stats, strict, Problem(name, f"line longer than {MAX_LINE} bytes: a truncated event cannot be read; skipped",
+                                         code="line_too_long", line=lineno))
+            continue
+        if not raw.strip():
+            stats.blank += 1
+            continue
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            text = str(exc)
+            reason = "not UTF-8" if "utf-8" in text.lower() else f"not JSON ({text.split(':', 1)[0]})"
+            _fail(stats, strict, Problem(name, f"{reason}; skipped", code="bad_json", line=lineno))
+            continue
+        record = _event(doc, f"{name}:{lineno}")
+        if isinstance(record, str):
+            _fail(stats, strict, Problem(name, f"{record}; skipped", code="not_an_event", line=lineno))
+            continue
+        stats.kept += 1
+        yield record
 
 
 def _event(doc: Any, where: str) -> Record | str:
@@ -189,56 +196,47 @@ def _junk(text: str) -> bool:
 
 def _text(path: Path, stats: IngestStats, strict: bool, progress: Callable[[int], None] | None) -> Iterator[Record]:
     name = str(path)
-    with path.open("rb") as stream:
-        for lineno, (raw, too_long) in enumerate(iter_lines(stream, max_bytes=MAX_LINE), start=1):
-            stats.lines += 1
-            if progress:
-                progress(len(raw))
-            text = _decode(raw, name, lineno, stats).rstrip("\r\n")
-            if too_long:
-                stats.truncated += 1
-                stats.warn(Problem(name, f"line longer than {MAX_LINE} bytes; truncated", code="line_truncated", line=lineno))
-            if not text.strip():
-                stats.blank += 1
-                continue
-            if _junk(text):
-                _fail(stats, strict, Problem(name, "binary junk, not a log line; skipped", code="binary", line=lineno))
-                continue
-            stats.kept += 1
-            yield Record(id=f"{path.name}:{lineno}", ts=None, status="error", message=text, fields={}, where=f"{name}:{lineno}")
+    for lineno, raw, too_long in _lines(path, stats, progress):
+        text = _decode(raw, name, lineno, stats).rstrip("\r\n")
+        if too_long:
+            stats.truncated += 1
+            stats.warn(Problem(name, f"line longer than {MAX_LINE} bytes; truncated", code="line_truncated", line=lineno))
+        if not text.strip():
+            stats.blank += 1
+            continue
+        if _junk(text):
+            _fail(stats, strict, Problem(name, "binary junk, not a log line; skipped", code="binary", line=lineno))
+            continue
+        stats.kept += 1
+        yield Record(id=f"{path.name}:{lineno}", ts=None, status="error", message=text, fields={}, where=f"{name}:{lineno}")
 
 
 def _csv(path: Path, stats: IngestStats, strict: bool, progress: Callable[[int], None] | None) -> Iterator[Record]:
     name = str(path)
     csv.field_size_limit(MAX_LINE)
-    with path.open("rb") as stream:
-        lines = iter_lines(stream, max_bytes=MAX_LINE)
-        header: list[str] | None = None
-        for lineno, (raw, too_long) in enumerate(lines, start=1):
-            stats.lines += 1
-            if progress:
-                progress(len(raw))
-            text = _decode(raw, name, lineno, stats)
-            if not text.strip():
-                stats.blank += 1
-                continue
-            try:
-                row = next(csv.reader(io.StringIO(text)))
-            except (csv.Error, StopIteration) as exc:
-                _fail(stats, strict, Problem(name, f"not CSV ({exc}); skipped", code="bad_csv", line=lineno))
-                continue
-            if header is None:
-                header = [h.strip().lower() for h in row]
-                if not any(h in MESSAGE_COLUMNS for h in header):
-                    raise InputError(f"{name}:1: no message column (one of {', '.join(MESSAGE_COLUMNS)}) in the CSV header")
-                continue
-            if too_long or len(row) != len(header):
-                _fail(stats, strict, Problem(name, f"{len(row)} columns, the header has {len(header)}; skipped",
-                                             code="bad_csv", line=lineno))
-                continue
-            data = dict(zip(header, row, strict=True))
-            message = next(data[c] for c in MESSAGE_COLUMNS if c in data)
-            fields = {k: v for k, v in data.items() if k not in MESSAGE_COLUMNS and k not in ("id", "ts", "timestamp", "time", "status")}
-            stats.kept += 1
-            yield Record(id=data.get("id") or f"{path.name}:{lineno}", ts=data.get("ts") or data.get("timestamp") or data.get("time"),
-                         status=data.get("status") or "error", message=message, fields=fields, where=f"{name}:{lineno}")
+    header: list[str] | None = None
+    for lineno, raw, too_long in _lines(path, stats, progress):
+        text = _decode(raw, name, lineno, stats)
+        if not text.strip():
+            stats.blank += 1
+            continue
+        try:
+            row = next(csv.reader(io.StringIO(text)))
+        except (csv.Error, StopIteration) as exc:
+            _fail(stats, strict, Problem(name, f"not CSV ({exc}); skipped", code="bad_csv", line=lineno))
+            continue
+        if header is None:
+            header = [h.strip().lower() for h in row]
+            if not any(h in MESSAGE_COLUMNS for h in header):
+                raise InputError(f"{name}:1: no message column (one of {', '.join(MESSAGE_COLUMNS)}) in the CSV header")
+            continue
+        if too_long or len(row) != len(header):
+            _fail(stats, strict, Problem(name, f"{len(row)} columns, the header has {len(header)}; skipped",
+                                         code="bad_csv", line=lineno))
+            continue
+        data = dict(zip(header, row, strict=True))
+        message = next(data[c] for c in MESSAGE_COLUMNS if c in data)
+        fields = {k: v for k, v in data.items() if k not in MESSAGE_COLUMNS and k not in ("id", "ts", "timestamp", "time", "status")}
+        stats.kept += 1
+        yield Record(id=data.get("id") or f"{path.name}:{lineno}", ts=data.get("ts") or data.get("timestamp") or data.get("time"),
+                     status=data.get("status") or "error", message=message, fields=fields, where=f"{name}:{lineno}")
