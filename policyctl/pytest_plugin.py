@@ -44,11 +44,7 @@ def _load(root: Path, ref: str | None) -> tuple[Snapshot, Pipeline | str]:
     if key not in _CACHE:
         try:
             snap = snapshot(root, ref) if ref else worktree_snapshot(root)
-            try:
-                from policyctl.sandbox import load_overrides
-            except ImportError:
-                load_overrides = None  # type: ignore[assignment]
-            _CACHE[key] = (snap, build_revision(snap, verify=False, load_overrides=load_overrides).pipeline)
+            _CACHE[key] = (snap, build_revision(snap, verify=False).pipeline)
         except PolicyctlError as exc:
             problems = getattr(exc, "problems", None)
             text = "\n".join(str(p) for p in problems) if problems else exc.message

@@ -31,21 +31,13 @@ def decide(repo: Path, input_file: BinaryIO, ref: str | None, worktree: bool, as
     name = "<stdin>" if name in ("-", "<stdin>") else str(name)
     data = input_file.read()
     input = parse_input_document(data, where=name)
-    revision = build_revision(load_snapshot(repo, ref, worktree), verify=False, load_overrides=_overrides())
+    revision = build_revision(load_snapshot(repo, ref, worktree), verify=False)
     decision = revision.pipeline.decide_dict(input)
     if as_json:
         emit_json(decision)
     else:
         _show(decision)
     return 1 if decision.get("source") == "error" else 0
-
-
-def _overrides() -> Any:
-    try:
-        from policyctl.sandbox import load_overrides
-    except ImportError:
-        return None
-    return load_overrides
 
 
 def _show(decision: dict[str, Any]) -> None:

@@ -100,16 +100,8 @@ def _decider(gateway: str | None, token_file: Path | None, repo: Path, ref: str 
     from policyctl.repo import snapshot
 
     snap = snapshot(repo, ref or "HEAD")
-    revision = build_revision(snap, verify=False, load_overrides=_overrides())
+    revision = build_revision(snap, verify=False)
     return PipelineDecider(revision.pipeline, label=f"{repo} @ {ref or 'HEAD'}")
-
-
-def _overrides() -> Any:
-    try:
-        from policyctl.sandbox import load_overrides
-    except ImportError:
-        return None
-    return load_overrides
 
 
 @contextmanager

@@ -243,14 +243,25 @@ class RevisionError(PolicyCompileError):
 OverrideLoader = Callable[[Snapshot], OverrideSlot | None]
 
 
+def sandbox_overrides(snapshot: Snapshot) -> OverrideSlot | None:
+    """The revision's override scripts, compiled into the sandbox (the default loader)."""
+    from policyctl.sandbox import load_overrides
+
+    return load_overrides(snapshot)
+
+
 def build_revision(snapshot: Snapshot, *, verify: bool = True, clock: Clock = utcnow,
-                   load_overrides: OverrideLoader | None = None) -> Revision:
+                   load_overrides: OverrideLoader = sandbox_overrides) -> Revision:
     """Compile a snapshot, load its overrides and fixtures, and (with verify) run every fixture.
 
-    Raises RevisionError listing every problem: a revision that fails is never served.
+    This is the one way to build a decision pipeline: the gateway, the shadow replay, the
+    simulator, `policyctl decide`, draft verification, the pytest plugin and the checks all
+    call it, and the overrides are always part of it (a caller may pass its own loader, such
+    as the gateway's pooled one, never none). Raises RevisionError listing every problem:
+    a revision that fails is never served.
     """
     policies = compile_policy_set(snapshot)
-    overrides = load_overrides(snapshot) if load_overrides is not None else None
+    overrides = load_overrides(snapshot)
     pipeline = Pipeline(policies, overrides=overrides, clock=clock)
     fixtures, problems = load_fixtures(snapshot)
     if problems:

@@ -65,11 +65,9 @@ def check_overrides(snapshot: Snapshot, now: datetime) -> tuple[int, list[Proble
 
 
 def _sandbox_problems(path: str, source: str) -> list[Problem]:
-    """The sandbox's compile wall, when the sandbox is installed in this build."""
-    try:
-        from policyctl.sandbox import compile_problems
-    except ImportError:
-        return []
+    """The sandbox's compile wall: what it refuses at load, check refuses at commit time."""
+    from policyctl.sandbox import compile_problems
+
     return list(compile_problems(source, file=path))
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from policyctl.errors import Problem
+from policyctl.errors import Problem, ValidationError
+from policyctl.model.region import Region
 from policyctl.model.values import tag
 
 MODES = ("enforce", "shadow")
@@ -40,6 +41,8 @@ class RegoModule:
     description: str = ""
     mode: str = "enforce"
     cluster: str | None = None
+    # the failure region the rule answers (custom.region): changes inside it are not collateral
+    region: Region | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     # One entry per `decisions` rule body; None when the module cannot be indexed (always evaluated).
     bodies: list[Constraints] | None = None
@@ -92,6 +95,11 @@ def parse_module(file: str, text: str) -> tuple[RegoModule | None, list[Problem]
         mode = "enforce"
     module.mode = str(mode)
     module.cluster = str(custom["cluster"]) if custom.get("cluster") is not None else None
+    if custom.get("region") is not None:
+        try:
+            module.region = Region.from_list(custom["region"], where="METADATA custom.region")
+        except ValidationError as exc:
+            problems.append(Problem(file, exc.message, code="metadata", line=pkg_line))
     if module.is_rule:
         if not meta:
             problems.append(Problem(file, "rule module has no METADATA block (title, description, custom.mode)",

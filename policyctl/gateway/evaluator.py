@@ -45,14 +45,6 @@ def write_frame(fd: int, payload: bytes) -> None:
         data = data[n:]
 
 
-def _overrides_loader() -> Any:
-    try:
-        from policyctl.sandbox import load_overrides
-    except ImportError:
-        return None
-    return load_overrides
-
-
 def override_summaries(snap: Snapshot) -> list[dict[str, Any]]:
     """The override scripts of a snapshot as the status shows them, read without running them."""
     from datetime import UTC, datetime
@@ -79,7 +71,6 @@ class Evaluator:
         self.seen_keys: dict[str, set[tuple[Any, ...]]] = {}
         self.samples: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.failures_seen: dict[str, dict[str, int]] = {}
-        self.loader = _overrides_loader()
 
     def decide(self, rev: str, input: Any) -> dict[str, Any]:
         revision = self.revisions.get(rev)
@@ -121,7 +112,7 @@ class Evaluator:
         """Build `rev` and run its fixtures (the builder's job); nothing is kept."""
         started = time.perf_counter()
         try:
-            revision = build_revision(snapshot(repo, rev), verify=True, load_overrides=self.loader)
+            revision = build_revision(snapshot(repo, rev), verify=True)
         except PolicyctlError as exc:
             return _failure(exc)
         try:
@@ -136,7 +127,7 @@ class Evaluator:
             return {"ok": True, "summary": self._summary(self.revisions[rev], {})}
         started = time.perf_counter()
         try:
-            revision = build_revision(snapshot(repo, rev), verify=False, load_overrides=self.loader)
+            revision = build_revision(snapshot(repo, rev), verify=False)
         except PolicyctlError as exc:
             return _failure(exc)
         built = time.perf_counter()

@@ -11,8 +11,9 @@ from policyctl.errors import ValidationError
 from policyctl.model.schema import schema_errors
 
 ACTIONS = ("allow", "deny", "route", "arbitrate", "negotiate")
-STATUSES = ("ok", "denied", "crash", "deadlock", "timeout", "error")
-FAILURES = frozenset({"crash", "deadlock", "timeout", "error"})
+# `diverted`: the interaction did not happen as the agent asked (a decision rewrote its intent)
+STATUSES = ("ok", "denied", "crash", "deadlock", "timeout", "error", "diverted")
+FAILURES = frozenset({"crash", "deadlock", "timeout", "error", "diverted"})
 KINDS = ("action", "conflict")
 
 

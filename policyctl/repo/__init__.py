@@ -13,14 +13,16 @@ import git
 from gitdb.exc import BadName, BadObject
 
 from policyctl.errors import RepoError
+from policyctl.model.config import CONFIG_FILE, RepoConfig, parse_config
 
 ROOTS = ("policies", "overrides", "shadow_fixtures")
+TOP_FILES = (CONFIG_FILE,)  # read with the policy files: the vocabulary and budgets are part of a revision
 WORKTREE = "worktree"
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The files of policies/, overrides/ and shadow_fixtures/ at one revision.
+    """The files of policies/, overrides/, shadow_fixtures/ and policyctl.toml at one revision.
 
     `revision` is the commit id, or None for a working tree. `blob_ids` are git blob ids
     (for a working tree, the ids git would give the current contents).
@@ -38,6 +40,11 @@ class Snapshot:
 
     def paths(self, prefix: str = "", suffix: str = "") -> list[str]:
         return sorted(p for p in self.files if p.startswith(prefix) and p.endswith(suffix))
+
+    @property
+    def config(self) -> RepoConfig:
+        """This revision's `policyctl.toml` (defaults when it has none); raises ValidationError when it is bad."""
+        return parse_config(self.files.get(CONFIG_FILE), where=CONFIG_FILE)
 
     def text(self, path: str) -> str:
         try:
@@ -101,6 +108,14 @@ def snapshot(repo_path: str | Path, ref: str = "HEAD") -> Snapshot:
                 if isinstance(item, git.Blob) and item.mode != 0o120000:  # skip symlinks
                     files[str(item.path)] = item.data_stream.read()
                     blobs[str(item.path)] = item.hexsha
+        for name in TOP_FILES:
+            try:
+                blob = commit.tree / name
+            except KeyError:
+                continue
+            if isinstance(blob, git.Blob) and blob.mode != 0o120000:
+                files[name] = blob.data_stream.read()
+                blobs[name] = blob.hexsha
         return Snapshot(revision=commit.hexsha, files=files, blob_ids=blobs,
                         committed_at=commit.committed_datetime, root=str(repo.working_dir or repo.git_dir))
 
@@ -126,6 +141,11 @@ def worktree_snapshot(root: str | Path) -> Snapshot:
                 data = full.read_bytes()
                 files[rel] = data
                 blobs[rel] = git.Object.NULL_HEX_SHA if not data else _blob_id(data)
+    for name in TOP_FILES:
+        full = base / name
+        if full.is_file() and not full.is_symlink():
+            files[name] = full.read_bytes()
+            blobs[name] = _blob_id(files[name])
     return Snapshot(revision=None, files=files, blob_ids=blobs, root=str(base))
 
 
@@ -285,6 +305,29 @@ def commit_changes(repo_path: str | Path, rev: str) -> dict[str, bytes | None]:
             if blob is not None:
                 out[str(diff.b_path)] = blob.data_stream.read()
         return out
+
+
+def tree_paths(repo_path: str | Path, rev: str) -> list[str]:
+    """Every file path of the commit `rev` (blobs only, symlinks skipped), sorted."""
+    with open_repo(repo_path) as repo:
+        commit = _commit(repo, rev)
+        return sorted(str(item.path) for item in commit.tree.traverse()
+                      if isinstance(item, git.Blob) and item.mode != 0o120000)
+
+
+def read_files(repo_path: str | Path, rev: str, paths: list[str]) -> dict[str, bytes]:
+    """The contents of `paths` at `rev`; paths that are not files there are left out."""
+    out: dict[str, bytes] = {}
+    with open_repo(repo_path) as repo:
+        commit = _commit(repo, rev)
+        for path in paths:
+            try:
+                item = commit.tree / path
+            except KeyError:
+                continue
+            if isinstance(item, git.Blob):
+                out[path] = item.data_stream.read()
+    return out
 
 
 def read_file(repo_path: str | Path, rev: str, path: str) -> bytes | None:
