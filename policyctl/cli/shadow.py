@@ -17,16 +17,19 @@ from policyctl.cli.common import load_snapshot, repo_option
 @click.option("--candidate", default=None, help="The revision under test [default: HEAD].")
 @click.option("--worktree", is_flag=True, help="Use the uncommitted working tree as the candidate.")
 @click.option("--logs", "logs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Exported event log (JSONL) to replay; repeat for more.")
+              help="Exported event log (JSONL) to replay; repeat for more. Without it: the sources "
+                   "named in policyctl.toml and the bots' evidence samples (shadow_evidence/).")
+@click.option("--no-history", is_flag=True, help="Without --logs, replay the fixtures only.")
 @click.option("--no-fixtures", is_flag=True, help="Replay only the logs, not the candidate's fixtures.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown", "junit"]), default="table",
               show_default=True)
-@click.option("--max-collateral", "max_collateral", type=click.FloatRange(0, 100), default=0.5, show_default=True,
-              help="Percent of logged ok events whose decision may change before the replay fails.")
+@click.option("--max-collateral", "max_collateral", type=click.FloatRange(0, 100), default=None,
+              help="Percent of logged ok events whose decision may change before the replay fails "
+                   "[default: budgets.max_collateral_pct of the candidate's policyctl.toml, else 0.5].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes [default: CPUs].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
-def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: tuple[Path, ...], no_fixtures: bool,
-           fmt: str, max_collateral: float, jobs: int | None, output: Path | None) -> int:
+def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: tuple[Path, ...], no_history: bool,
+           no_fixtures: bool, fmt: str, max_collateral: float | None, jobs: int | None, output: Path | None) -> int:
     """Replay fixtures and logged events through BASE and CANDIDATE.
 
     Both revisions go through the same decision pipeline as production. For each
@@ -34,22 +37,38 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
     for logged successes, collateral when the decision changes. Prints the
     transition matrix per rule and per fixture file and the worst examples.
 
+    A success that changes inside the failure region a drafted rule declares
+    (METADATA custom.region) is counted as an in-region change, not collateral:
+    the same definition the bot's verification and pull request bodies use.
+
     Exit 0 when every fixture passes and collateral is within the budget, 1
     otherwise, 2 for usage errors.
     """
+    import tempfile
+
     from policyctl.repo import snapshot
     from policyctl.shadow import render, replay
     from policyctl.shadow.replay import default_jobs
+    from policyctl.shadow.sources import resolve_history
 
     base_snap = snapshot(repo, base)
     cand_snap = load_snapshot(repo, candidate, worktree)
-    jobs = jobs or (default_jobs() if logs else 1)
-    progress, finish = _progress(logs)
-    try:
-        report = replay(base_snap, cand_snap, list(logs), fixtures=not no_fixtures, jobs=jobs,
-                        max_collateral_pct=max_collateral, progress=progress)
-    finally:
-        finish()
+    config = cand_snap.config
+    budget = max_collateral if max_collateral is not None else config.budgets.max_collateral_pct
+    with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
+        paths = list(logs)
+        if not paths and not no_history:
+            history = resolve_history(repo, candidate or "HEAD", config, into=Path(tmp), evidence_refs=[base])
+            paths = history.paths
+            if paths:
+                click.echo(f"replaying {len(paths)} log file(s) from policyctl.toml and shadow_evidence/", err=True)
+        jobs = jobs or (default_jobs() if paths else 1)
+        progress, finish = _progress(tuple(paths))
+        try:
+            report = replay(base_snap, cand_snap, paths, fixtures=not no_fixtures, jobs=jobs,
+                            max_collateral_pct=budget, progress=progress)
+        finally:
+            finish()
     text = render(report, fmt)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ def _headline(r: ShadowReport) -> list[tuple[str, str]]:
         ("changed decisions", f"{t['changed']} of {t['records']}"),
         ("failures prevented", f"{t['prevented']} of {t['failures']} ({r.prevented_pct:.1f}%), {t['newly_prevented']} newly by the candidate; {t['exposed']} still exposed"),
         ("collateral", f"{t['collateral']} of {t['successes']} ok events changed ({r.collateral_pct:.2f}%, budget {r.max_collateral_pct:g}%)"),
+        ("in-region changes", f"{t['in_region']} ok events inside a rule's failure region, changed by design (not collateral)"),
         ("evaluation errors", f"base {t['errors_base']}, candidate {t['errors_candidate']}"),
     ]
     if r.lines_rejected:

@@ -23,6 +23,7 @@ from policyctl.errors import InputError, PolicyCompileError, PolicyctlError, Pro
 from policyctl.model.expect import mismatches
 from policyctl.model.jsonl import MAX_LINE_BYTES, iter_lines
 from policyctl.model.records import FAILURES, Fixture
+from policyctl.model.region import Region
 from policyctl.model.schema import schema_errors
 from policyctl.repo import Snapshot
 from policyctl.shadow.report import ERROR, Example, Partial, ShadowReport, transition
@@ -40,17 +41,9 @@ class CandidateError(PolicyctlError):
     code = "shadow_revision_invalid"
 
 
-def _override_loader() -> Any:
-    try:
-        from policyctl.sandbox import load_overrides
-    except ImportError:
-        return None
-    return load_overrides
-
-
 def build_pipeline(snapshot: Snapshot, side: str) -> Pipeline:
     try:
-        return build_revision(snapshot, verify=False, load_overrides=_override_loader()).pipeline
+        return build_revision(snapshot, verify=False).pipeline
     except PolicyCompileError as exc:
         lines = "\n  ".join(str(p) for p in exc.problems[:20]) or exc.message
         raise CandidateError(f"the {side} revision ({snapshot.label[:12]}) does not build:\n  {lines}") from exc
@@ -84,12 +77,31 @@ def deciding_rule(decision: dict[str, Any]) -> str:
     return f"({source or 'none'})"
 
 
+def rule_regions(pipeline: Pipeline) -> dict[str, Region]:
+    """The failure region of each enforced rule module that declares one, by file."""
+    return {m.file: m.region for m in pipeline.policies.rule_modules if m.region is not None and m.region.tests}
+
+
+def ok_change(input: dict[str, Any], b: dict[str, Any], c: dict[str, Any], regions: dict[str, Region]) -> str | None:
+    """How a logged success fares: None when its decision is unchanged, `in_region` when the rule
+    that now decides it answers a failure region that contains it (a lucky success changed by
+    design), else `collateral`. The one definition every replay and verification uses."""
+    if signature(b) == signature(c):
+        return None
+    for reason in c.get("reasons") or []:
+        region = regions.get(str(reason.get("file")))
+        if region is not None and region.contains(input):
+            return "in_region"
+    return "collateral"
+
+
 class Replayer:
     """Both revisions' pipelines, and how one record is classified."""
 
     def __init__(self, base: Pipeline, candidate: Pipeline) -> None:
         self.base = base
         self.candidate = candidate
+        self.regions = rule_regions(candidate)
 
     def _attribute(self, b: dict[str, Any], c: dict[str, Any]) -> str:
         rule = deciding_rule(c)
@@ -133,6 +145,8 @@ class Replayer:
             changed = signature(b) != signature(c)
             part.count("changed" if changed else "unchanged")
             part.add_transition(transition(lb, lc), self._attribute(b, c), None)
+            if changed:
+                part.add_change(inp)
             outcome: dict[str, Any] = record["outcome"] if isinstance(record.get("outcome"), dict) else {}
             status = outcome.get("status")
             where = f"{file}:{lineno}"
@@ -154,7 +168,10 @@ class Replayer:
                                              [f"{status}: {outcome.get('message', '')}"[:200]], rank=1))
             elif status == "ok":
                 part.count("successes")
-                if changed:
+                kind = ok_change(inp, b, c, self.regions) if changed else None
+                if kind == "in_region":
+                    part.count("in_region")
+                elif kind == "collateral":
                     part.count("collateral")
                     part.add_example(Example("collateral", ref, where, inp, b, c,
                                              [f"worked under {lb}; the candidate answers {lc}"], rank=_SEVERITY.get(lc, 1)))

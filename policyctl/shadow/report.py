@@ -10,6 +10,7 @@ from policyctl.errors import Problem
 
 ERROR = "ERROR"
 MAX_EXAMPLES = 5
+BLAST_TOP = 10
 
 
 def transition(base: str, cand: str) -> str:
@@ -56,9 +57,21 @@ class Partial:
     examples: dict[str, list[Example]] = field(default_factory=dict)
     fixture_results: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # logged events whose decision changes, by "action_type", "kind", "role" and "agent": the blast radius
+    changed_by: dict[str, Counter[str]] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         self.totals[key] += n
+
+    def add_change(self, input: dict[str, Any]) -> None:
+        action: dict[str, Any] = input["action"] if isinstance(input.get("action"), dict) else {}
+        self.changed_by.setdefault("kind", Counter())[str(input.get("kind"))] += 1
+        self.changed_by.setdefault("action_type", Counter())[str(action.get("type", "(none)"))] += 1
+        agents = [a for a in input.get("agents") or [] if isinstance(a, dict)]
+        for role in sorted({str(a.get("role")) for a in agents}):
+            self.changed_by.setdefault("role", Counter())[role] += 1
+        for agent in sorted({str(a.get("id")) for a in agents}):
+            self.changed_by.setdefault("agent", Counter())[agent] += 1
 
     def add_transition(self, t: str, rule: str | None, file: str | None) -> None:
         self.matrix[t] += 1
@@ -85,6 +98,8 @@ class Partial:
             for e in examples:
                 self.add_example(e)
         self.fixture_results.extend(other.fixture_results)
+        for dim, c in other.changed_by.items():
+            self.changed_by.setdefault(dim, Counter()).update(c)
         if len(self.problems) < 1000:
             self.problems.extend(other.problems[: 1000 - len(self.problems)])
 
@@ -148,7 +163,7 @@ class ShadowReport:
                 "fixtures_failed": t["fixtures_failed"], "events": t["events"], "failures": t["failures"],
                 "successes": t["successes"], "denied": t["denied"], "changed": t["changed"], "unchanged": t["unchanged"],
                 "prevented": t["prevented"], "newly_prevented": t["newly_prevented"], "exposed": t["exposed"],
-                "collateral": t["collateral"], "errors_base": t["errors_base"], "errors_candidate": t["errors_candidate"],
+                "collateral": t["collateral"], "in_region": t["in_region"], "errors_base": t["errors_base"], "errors_candidate": t["errors_candidate"],
                 "lines_rejected": self.lines_rejected,
             },
             "prevented_pct": round(self.prevented_pct, 3),
@@ -162,5 +177,7 @@ class ShadowReport:
             "examples": {k: [e.to_dict() for e in self.examples(k)]
                          for k in ("failing_fixture", "collateral", "exposed", "prevented")},
             "problems": [p.to_dict() for p in self.partial.problems],
+            "blast_radius": {dim: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:BLAST_TOP])
+                             for dim, c in sorted(self.partial.changed_by.items())},
             "logs": self.logs,
         }
