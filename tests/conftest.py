@@ -47,6 +47,7 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
             for top in ("policies", "shadow_fixtures", "overrides"):
                 if (PROJECT / top).is_dir():
                     shutil.copytree(PROJECT / top, repo / top)
+            shutil.copy(PROJECT / "policyctl.toml", repo / "policyctl.toml")
             commit_all(repo, "seed policy set")
         return repo
 

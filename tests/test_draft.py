@@ -26,6 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     git(repo, "init", "-q", "-b", "main")
     (repo / "policies").mkdir()
     (repo / "policies/main.rego").write_text((PROJECT / "policies/main.rego").read_text())
+    (repo / "policyctl.toml").write_text((PROJECT / "policyctl.toml").read_text())  # the demo world's vocabulary
     commit_all(repo, "main only")
     log = root / "events.jsonl"
     assert main(["simulate", "--world", "demo", "--events", "8000", "--seed", "11", "--repo", str(repo), "-o", str(log)]) == 0

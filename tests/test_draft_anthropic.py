@@ -82,6 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     git(bare, "init", "-q", "-b", "main")
     (bare / "policies").mkdir()
     shutil.copy(PROJECT / "policies/main.rego", bare / "policies/main.rego")
+    shutil.copy(PROJECT / "policyctl.toml", bare / "policyctl.toml")  # the demo world's vocabulary
     commit_all(bare, "main only")
     log = root / "events.jsonl"
     assert main(["simulate", "--world", "demo", "--events", "3000", "--seed", "1", "--repo", str(bare),

@@ -33,14 +33,50 @@ class InduceDrafter:
     name = "induce"
 
     def draft(self, ev: Evidence, *, base: Pipeline, base_snapshot: Snapshot, taken: set[str]) -> Draft | str:
-        from policyctl.draft.induce import draft_induce
+        """The learned draft if it verifies; otherwise the best verified of narrower and wider candidates.
+
+        Every candidate tried is recorded in the chosen draft's `attempts`, with why it lost,
+        so the pull request shows the search and not only its result.
+        """
+        from policyctl.draft.induce import alternatives, learn, make_draft
         from policyctl.draft.verify import make_fixtures, verify
 
-        d = draft_induce(ev, taken=taken)
-        if isinstance(d, str):
-            return d
-        d.fixtures = make_fixtures(d, ev, base)
-        return verify(d, ev, base_snapshot, base)
+        learned = learn(ev)
+        if isinstance(learned, str):
+            return learned
+        vocabulary = base_snapshot.config.vocabulary
+
+        def attempt(label: str, bodies: Any) -> Draft:
+            d = make_draft(ev, bodies, taken=taken, vocabulary=vocabulary, label=label)
+            d.fixtures = make_fixtures(d, ev, base)
+            return verify(d, ev, base_snapshot, base)
+
+        first = attempt("learned", learned)
+        tried = [first]
+        if not first.verified:
+            for label, bodies in alternatives(ev, learned):
+                tried.append(attempt(label, bodies))
+        verified = [d for d in tried if d.verified]
+        best = max(verified, key=_merit) if verified else first
+        best.attempts = [_attempt_record(d, chosen=d is best) for d in tried]
+        return best
+
+
+def _merit(d: Draft) -> tuple[float, float, int]:
+    """Verified drafts compare by held-out failures prevented, then collateral, then fewer conditions."""
+    v = d.verification
+    return (float((v.get("holdout") or {}).get("prevented_pct") or 0.0),
+            -float((v.get("collateral") or {}).get("collateral_pct") or 0.0),
+            -sum(len(b) for b in d.bodies))
+
+
+def _attempt_record(d: Draft, *, chosen: bool) -> dict[str, Any]:
+    v = d.verification
+    return {"candidate": (d.attempts[0] if d.attempts else {}).get("candidate", "learned"),
+            "conditions": d.conditions_in_words(), "remedy": d.remedy.action, "verified": d.verified,
+            "chosen": chosen, "reasons": list(d.reasons),
+            "holdout_prevented_pct": (v.get("holdout") or {}).get("prevented_pct"),
+            "collateral_pct": (v.get("collateral") or {}).get("collateral_pct")}
 
 
 def _anthropic() -> Drafter:
@@ -57,6 +93,8 @@ class DraftRun:
     drafts: list[Draft] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     read: dict[str, Any] = field(default_factory=dict)
+    # the evidence each cluster was drafted from, by fingerprint (the bot samples it for the PR)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
 
     @property
     def verified(self) -> list[Draft]:
@@ -84,6 +122,7 @@ def run_drafts(clusters_doc: dict[str, Any], logs: list[Path], base_snapshot: Sn
                          "problems": [p.to_dict() for p in stats.problems[:20]]})
     taken = {m.name for m in base.policies.rule_modules}
     for ev in evidence:
+        run.evidence[ev.cluster["fingerprint"]] = ev
         if progress:
             progress(ev.cluster["fingerprint"])
         if not ev.failures:

@@ -12,6 +12,7 @@ import orjson
 
 from policyctl.errors import InputError, Problem
 from policyctl.model.jsonl import ReadStats, read_jsonl
+from policyctl.model.records import FAILURES
 
 HOLDOUT_SHARE = 0.2
 MAX_OK = 30_000
@@ -70,7 +71,7 @@ def load_evidence(clusters: list[dict[str, Any]], logs: Iterable[Path], *, seed:
                 continue
             status = (record.get("outcome") or {}).get("status", "ok")
             if status != "ok":
-                other += status in ("crash", "deadlock", "timeout", "error")
+                other += status in FAILURES
                 continue
             ok_total += 1
             if len(ok) < MAX_OK:

@@ -18,7 +18,16 @@ from typing import Any
 
 from policyctl.cluster.ingest import flatten
 from policyctl.draft.data import Evidence
-from policyctl.draft.model import NOT_ROUTABLE, Condition, Draft, Remedy, nice_threshold, value_at
+from policyctl.draft.model import (
+    Condition,
+    Draft,
+    Remedy,
+    nice_threshold,
+    region_metadata,
+    value_at,
+)
+from policyctl.model.config import Vocabulary
+from policyctl.model.region import region_of_cluster
 
 MAX_DEPTH = 4
 # A fault that fires with probability 0.75 leaves 25% lucky successes inside its own region:
@@ -50,7 +59,7 @@ def _split_condition(name: str, threshold: float, right: bool, below: list[float
         if path == "role":
             return Condition("role", "has_role" if right else "lacks_role", value)
         return Condition(path, "==" if right else "!=", value)
-    t = nice_threshold(threshold, below, above)
+    t = nice_threshold(threshold, below, above, failures_above=right)
     return Condition(name, ">" if right else "<=", int(t) if float(t).is_integer() else t)
 
 
@@ -184,9 +193,10 @@ def _relax(body: list[Condition], scorer: Scorer) -> list[Condition]:
             below = [v for v in negs if (v < x if c.op == ">" else v > x)]
             edge = max(below) if c.op == ">" and below else (min(below) if below else None)
             if c.op == ">":
-                t = nice_threshold((edge if edge is not None else x - 1), [edge] if edge is not None else [], [x])
+                t = nice_threshold((edge if edge is not None else x - 1), [edge] if edge is not None else [], [x],
+                                   failures_above=True)
             else:
-                t = nice_threshold(x, [x], [edge] if edge is not None else [])
+                t = nice_threshold(x, [x], [edge] if edge is not None else [], failures_above=False)
             trial = Condition(c.field, c.op, int(t) if float(t).is_integer() else t)
             if scorer.precision([*others, trial]) >= MIN_PRECISION:
                 best = trial
@@ -239,23 +249,37 @@ def _cover(bodies: list[list[Condition]], scorer: Scorer) -> list[list[Condition
 # --------------------------------------------------------------------------- remedy
 
 
-def choose_remedy(ev: Evidence, bodies: list[list[Condition]]) -> Remedy:
+def choose_remedy(ev: Evidence, bodies: list[list[Condition]], vocabulary: Vocabulary) -> Remedy:
+    """Route over a declared alternative that works for the same traffic; arbitrate a conflict; else deny.
+
+    Only fields the repository's vocabulary declares as alternatives (policyctl.toml) are
+    routed over, and only to declared values: every other field is the agent's intent.
+    """
     if ev.cluster.get("deadlock") or ev.kind == "conflict":
         cycle = ev.cluster.get("deadlock") or {}
         roles = " and ".join(cycle.get("roles", [])) or "the contending agents"
         return Remedy("arbitrate", {}, f"{roles} contend for one resource; settling the order up front "
                       "(highest priority first, ties by agent id) removes the contention", {"kind": "conflict"})
     main = max(bodies, key=lambda b: sum(1 for x in ev.train if all(c.holds(x["input"]) for c in b)))
+    types = Counter(value_at(e["input"], "action.type") for e in ev.train)
+    action_type = types.most_common(1)[0][0] if types else None
+    declared = vocabulary.for_type(action_type)
+    if not declared:
+        what = f"`{action_type}`" if isinstance(action_type, str) else "this traffic"
+        return Remedy("deny", {}, f"policyctl.toml declares no alternatives for {what}, so the rule may not route "
+                      "(every field is the agent's intent); the attempt is refused before it fails",
+                      {"alternatives": [], "vocabulary": "none declared"})
     options = []
     for cond in main:
-        if cond.op != "==" or not cond.field.startswith("action.") or cond.field in NOT_ROUTABLE:
+        if cond.op != "==" or cond.field not in declared:
             continue
         others = [c for c in main if c is not cond]
         alternatives: Counter[Any] = Counter()
         for event in ev.ok:
             inp = event["input"]
             value = value_at(inp, cond.field)
-            if value != cond.value and isinstance(value, str) and all(c.holds(inp) for c in others):
+            if (value != cond.value and vocabulary.allows(action_type, cond.field, value)
+                    and value_at(inp, "action.type") == action_type and all(c.holds(inp) for c in others)):
                 alternatives[value] += 1
         for value, support in alternatives.items():
             options.append((support, cond, value))
@@ -273,8 +297,9 @@ def choose_remedy(ev: Evidence, bodies: list[list[Condition]]) -> Remedy:
                       f"{support} times in the logs without a failure", {"field": cond.field, "from": cond.value,
                                                                          "to": value, "support": support,
                                                                          "other_alternatives": runners_up})
-    return Remedy("deny", {}, "nothing in the logs works for this traffic: no routable field has an alternative "
-                  "that succeeds, so the attempt is refused before it fails", {"alternatives": []})
+    fields = ", ".join(sorted(declared))
+    return Remedy("deny", {}, f"no declared alternative ({fields}) succeeds for this traffic in the logs, so the "
+                  "attempt is refused before it fails", {"alternatives": [], "declared": sorted(declared)})
 
 
 # --------------------------------------------------------------------------- naming and rendering
@@ -296,8 +321,9 @@ def render_module(d: Draft, ev: Evidence) -> str:
     desc = [d.description[i:i + 88] for i in range(0, len(d.description), 88)]
     lines = ["# METADATA", f"# title: {d.title}", "# description: >-"]
     lines += [f"#   {chunk.strip()}" for chunk in _wrap(d.description, 88)]
-    lines += ["# custom:", f"#   cluster: {d.fingerprint}", "#   mode: enforce", f"#   drafter: {d.drafter}",
-              f"package agentgov.rules.{d.name}", "", "import rego.v1", ""]
+    lines += ["# custom:", f"#   cluster: {d.fingerprint}", "#   mode: enforce", f"#   drafter: {d.drafter}"]
+    lines += region_metadata(d.region)
+    lines += [f"package agentgov.rules.{d.name}", "", "import rego.v1", ""]
     del desc
     if d.remedy.action == "arbitrate":
         lines += [
@@ -352,11 +378,17 @@ def arbitrate_order(input: dict[str, Any]) -> list[str]:
     return [a["id"] for a in sorted(agents, key=lambda a: (-(a.get("priority") or 0), a["id"]))]
 
 
-def draft_induce(ev: Evidence, *, taken: set[str]) -> Draft | str:
-    """A draft for one cluster, or the reason there is none."""
-    pos = [e["input"] for e in ev.train]
-    kind = ev.kind
-    neg = [e["input"] for e in ev.ok if e["input"].get("kind") == kind] or [e["input"] for e in ev.ok]
+def draft_induce(ev: Evidence, *, taken: set[str], vocabulary: Vocabulary | None = None) -> Draft | str:
+    """The learned draft for one cluster, or the reason there is none."""
+    learned = learn(ev)
+    if isinstance(learned, str):
+        return learned
+    return make_draft(ev, learned, taken=taken, vocabulary=vocabulary or Vocabulary())
+
+
+def learn(ev: Evidence) -> list[list[Condition]] | str:
+    """The rule bodies the tree learns for a cluster, or the reason there are none."""
+    pos, neg = _examples(ev)
     if len(pos) < 3:
         return f"only {len(pos)} training failures; too few to learn from"
     if not neg:
@@ -364,7 +396,20 @@ def draft_induce(ev: Evidence, *, taken: set[str]) -> Draft | str:
     bodies = learn_bodies(pos, neg)
     if not bodies:
         return "no condition on the input separates these failures from successful traffic"
-    remedy = choose_remedy(ev, bodies)
+    return bodies
+
+
+def _examples(ev: Evidence) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    pos = [e["input"] for e in ev.train]
+    kind = ev.kind
+    neg = [e["input"] for e in ev.ok if e["input"].get("kind") == kind] or [e["input"] for e in ev.ok]
+    return pos, neg
+
+
+def make_draft(ev: Evidence, bodies: list[list[Condition]], *, taken: set[str], vocabulary: Vocabulary,
+               label: str = "learned") -> Draft:
+    """A rendered draft (not yet verified) for these rule bodies."""
+    remedy = choose_remedy(ev, bodies, vocabulary)
     c = ev.cluster
     fingerprint = c["fingerprint"]
     name = module_name(fingerprint, taken)
@@ -380,6 +425,91 @@ def draft_induce(ev: Evidence, *, taken: set[str]) -> Draft | str:
                    f"from {span}, when {words}. Remedy: {remedy.action}{target}, because {remedy.why}.")
     d = Draft(name=name, fingerprint=fingerprint, title=title, rule_id=f"{remedy.action}_{name}", bodies=bodies,
               remedy=remedy, message=message[:240], description=description, module_path=f"policies/rules/{name}.rego",
-              module_text="", fixtures_path=f"shadow_fixtures/{name}.jsonl", fixtures=[], drafter="induce", cluster=c)
+              module_text="", fixtures_path=f"shadow_fixtures/{name}.jsonl", fixtures=[], drafter="induce", cluster=c,
+              region=region_of_cluster(c))
     d.module_text = render_module(d, ev)
+    d.attempts = [{"candidate": label}]
     return d
+
+
+# --------------------------------------------------------------------------- searching past a failed draft
+
+MAX_CANDIDATES = 8
+
+
+def alternatives(ev: Evidence, learned: list[list[Condition]]) -> list[tuple[str, list[list[Condition]]]]:
+    """Narrower and wider rule bodies to try when the learned draft fails verification, best first.
+
+    Narrower: each learned body alone; a body joined with the cluster's contending roles (a
+    deadlock between deploy and backup is not "any conflict with a deploy agent"); a body with
+    the cluster's strongest distinguishing field added; numeric bounds moved in to the
+    failures' own edge. Wider: a body with one condition dropped, while it stays a failure
+    region. Every candidate is still a failure region (precision >= MIN_PRECISION) on the
+    training data; the verifier decides the rest.
+    """
+    pos, neg = _examples(ev)
+    scorer = Scorer(pos, neg)
+    seen: list[list[list[Condition]]] = [learned]
+    out: list[tuple[str, list[list[Condition]]]] = []
+
+    def offer(label: str, bodies: list[list[Condition]]) -> None:
+        bodies = [_dedupe(b) for b in bodies if b]
+        if not bodies or bodies in seen:
+            return
+        if any(scorer.score(b)[0] == 0 or scorer.precision(b) < MIN_PRECISION for b in bodies):
+            return
+        seen.append(bodies)
+        out.append((label, bodies))
+
+    c = ev.cluster
+    roles = sorted((c.get("deadlock") or {}).get("roles") or [])
+    if not roles:
+        roles = [x["value"] for x in c.get("distinguishing") or [] if x.get("field") == "role" and x.get("share", 0) >= 0.8]
+    role_conds = [Condition("role", "has_role", r) for r in roles]
+    strong = [Condition(x["field"], "==", x["value"]) for x in c.get("distinguishing") or []
+              if x.get("share", 0) >= 0.8 and x.get("field") not in ("role", "count(agents)")
+              and isinstance(x.get("value"), str | int | float)]
+    for body in learned:
+        if role_conds and not all(rc in body for rc in role_conds):
+            offer(f"narrower: {' and '.join(rc.words() for rc in role_conds)}",
+                  [[*body, *(rc for rc in role_conds if rc not in body)] for body in learned])
+        for sc in strong:
+            if not any(x.field == sc.field for x in body):
+                offer(f"narrower: also {sc.words()}", [[*b, sc] if b is body else b for b in learned])
+    if len(learned) > 1:
+        for body in learned:
+            offer(f"narrower: only the body {' and '.join(x.words() for x in body)}", [body])
+    for body in learned:
+        tight = _tighten(body, scorer)
+        if tight != body:
+            offer("narrower: numeric bounds at the failures' edge", [tight if b is body else b for b in learned])
+    for body in learned:
+        for j, cond in enumerate(body):
+            if cond.field in LEADING and cond.op == "==":
+                continue  # the kind and type of traffic stay: they keep the rule indexed
+            wider = body[:j] + body[j + 1:]
+            offer(f"wider: without {cond.words()}", [wider if b is body else b for b in learned])
+    return out[:MAX_CANDIDATES]
+
+
+def _tighten(body: list[Condition], scorer: Scorer) -> list[Condition]:
+    """Each numeric bound moved to the nearest training failure (still round-to-cover within the failures)."""
+    out = []
+    p, _ = scorer.masks(body)
+    for c in body:
+        if c.op not in (">", "<="):
+            out.append(c)
+            continue
+        xs = [v for v, keep in zip((_num(x, c.field) for x in scorer.pos), p, strict=True) if keep and v is not None]
+        if not xs:
+            out.append(c)
+            continue
+        edge = min(xs) if c.op == ">" else max(xs)
+        # just past the edge, on the failures' side of it
+        if c.op == "<=":
+            t = edge
+        else:
+            t = edge - 1 if float(edge).is_integer() else edge - max(abs(edge) * 1e-9, 1e-12)
+        value = int(t) if float(t).is_integer() else t
+        out.append(Condition(c.field, c.op, value if (c.op == ">" and value > c.value) or (c.op == "<=" and value < c.value) else c.value))
+    return out

@@ -27,11 +27,12 @@ from anthropic.types import MessageParam
 from policyctl.decide import Pipeline
 from policyctl.draft.data import Evidence
 from policyctl.draft.induce import module_name
-from policyctl.draft.model import Draft, Remedy, value_at
+from policyctl.draft.model import Draft, Remedy, value_at, with_region
 from policyctl.draft.verify import MAX_FIXTURES, in_region, verify
 from policyctl.engine import compile_policy_set
 from policyctl.engine.modules import RULES_PREFIX, parse_module
 from policyctl.errors import PolicyCompileError, PolicyctlError
+from policyctl.model.region import region_of_cluster
 from policyctl.repo import Snapshot
 from policyctl.shadow.replay import decide, signature
 
@@ -327,9 +328,27 @@ def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: i
         "their region: your rule must leave such traffic as it is, and they show what works instead.",
         _fence("json", "\n".join(render_event(e) for e in ok)) if ok else "(none in the logs)",
         "",
+        "## What a route may change",
+        _vocabulary_section(base_snapshot, ev),
+        "",
         "Answer with the `When:` and `Why:` lines and exactly one ```rego block holding the whole module.",
     ]
     return "\n".join(lines)
+
+
+def _vocabulary_section(base_snapshot: Snapshot, ev: Evidence) -> str:
+    """The declared alternatives for this traffic: the only fields a `route` may set."""
+    types = sorted({str(value_at(e["input"], "action.type")) for e in ev.train if isinstance(value_at(e["input"], "action.type"), str)})
+    vocab = base_snapshot.config.vocabulary
+    lines = []
+    for t in types or ["*"]:
+        for path, values in sorted(vocab.for_type(t).items()):
+            lines.append(f"- `{t}`: `{path}` may be routed to one of {', '.join(json.dumps(v) for v in values)}")
+    if not lines:
+        return ("policyctl.toml declares no alternatives for this traffic: every field is the agent's intent. "
+                "Do not `route`; arbitrate a conflict or deny.")
+    return ("A `route`'s params may set only these declared alternatives (policyctl.toml); every other field is "
+            "the agent's intent (what it does, to what, where) and must never be rewritten:\n" + "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- reply parsing
@@ -572,6 +591,8 @@ class AnthropicDrafter:
         if isinstance(parsed, str):
             return _Outcome(None, [parsed + cut])
         path = f"policies/rules/{name}.rego"
+        region = region_of_cluster(c)
+        parsed.module = with_region(parsed.module, region)
         module, found = parse_module(path, parsed.module)
         if module is None:
             return _Outcome(None, [str(p) for p in found])
@@ -580,7 +601,7 @@ class AnthropicDrafter:
             rule_id="", bodies=[], remedy=Remedy("deny", {}, parsed.why or "as drafted by Claude"), message="",
             description=module.description, module_path=path, module_text=parsed.module,
             fixtures_path=f"shadow_fixtures/{name}.jsonl", fixtures=[], drafter="anthropic", cluster=c,
-            when=parsed.when)
+            when=parsed.when, region=region)
         d.verification = {"compiled": False, "fixtures_passed": False, "llm": {"fixed": parsed.fixed}}
         problems = [str(p) for p in found]
         if module.cluster != c["fingerprint"]:

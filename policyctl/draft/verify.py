@@ -10,12 +10,10 @@ from policyctl.draft.data import Evidence
 from policyctl.draft.induce import arbitrate_order
 from policyctl.draft.model import Draft
 from policyctl.errors import PolicyCompileError
-from policyctl.model.values import tag
+from policyctl.model.region import region_of_cluster
 from policyctl.repo import Snapshot
-from policyctl.shadow.replay import decide, signature
+from policyctl.shadow.replay import decide, ok_change, rule_regions, signature
 
-MIN_PREVENTED = 0.95
-MAX_COLLATERAL = 0.005
 MAX_FIXTURES = 5
 
 
@@ -74,37 +72,8 @@ def candidate_snapshot(base: Snapshot, drafts: list[Draft]) -> Snapshot:
 
 
 def in_region(input: dict[str, Any], cluster: dict[str, Any]) -> bool:
-    """Whether an input is like the cluster's failures on everything the clustering found explains them.
-
-    A fault that fires nine times in ten leaves lucky successes in its own region; the remedy
-    changes them by design. The region comes from the clustering, not from the drafted rule.
-    """
-    from policyctl.draft.model import value_at
-
-    cycle = cluster.get("deadlock")
-    if cycle:
-        roles = {a.get("role") for a in input.get("agents") or [] if isinstance(a, dict)}
-        kind = value_at(input, "resource.kind")
-        return set(cycle.get("roles", [])) <= roles and kind in cycle.get("resource_kinds", [])
-    strong = [c for c in cluster.get("distinguishing", []) if c.get("share", 0) >= 0.8]
-    nums = cluster.get("numeric", [])
-    if not strong and not nums:
-        return False
-    for c in strong:
-        if c["field"] == "role":
-            if c["value"] not in {a.get("role") for a in input.get("agents") or [] if isinstance(a, dict)}:
-                return False
-        else:
-            got = len(input.get("agents") or []) if c["field"] == "count(agents)" else value_at(input, c["field"])
-            if not _same(got, c["value"]):
-                return False
-    for n in nums:
-        got = len(input.get("agents") or []) if n["field"] == "count(agents)" else value_at(input, n["field"])
-        if not isinstance(got, int | float) or isinstance(got, bool):
-            return False
-        if (n["direction"] == ">" and got < n["threshold"]) or (n["direction"] == "<" and got > n["threshold"]):
-            return False
-    return True
+    """Whether an input lies in the failure region the clustering found for `cluster`."""
+    return region_of_cluster(cluster).contains(input)
 
 
 def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft:
@@ -147,6 +116,7 @@ def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft
     changed = evaluated = in_region_changed = 0
     transitions: dict[str, int] = {}
     examples: list[dict[str, Any]] = []
+    regions = rule_regions(cand)
     for e in ev.ok:
         inp = e["input"]
         if not reachable(inp):
@@ -156,8 +126,9 @@ def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft
         if b is None:
             b = ev.base_cache[e["id"]] = decide(base, inp)
         c = decide(cand, inp)
-        if signature(b) != signature(c):
-            if in_region(inp, ev.cluster):
+        kind = ok_change(inp, b, c, regions)
+        if kind is not None:
+            if kind == "in_region":
                 in_region_changed += 1
                 continue
             changed += 1
@@ -166,23 +137,36 @@ def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft
             if len(examples) < 3:
                 examples.append({"id": e["id"], "input": inp, "base": b.get("action"), "candidate": c.get("action")})
     ok = len(ev.ok)
+    def matches(inp: dict[str, Any]) -> bool:
+        return any(all(c.holds(inp) for c in b) for b in d.bodies)
+
+    residual = [e for e in ev.failures if not matches(e["input"])]
+    ok_matching = sum(1 for e in ev.ok if matches(e["input"]))
+    if ev.ok and ev.ok_total > len(ev.ok):  # a reservoir sample of ok traffic: scale to the logs
+        ok_matching = round(ok_matching * ev.ok_total / len(ev.ok))
+    failed = len(ev.failures) - len(residual)
+    attempts = failed + ok_matching
+    v["match"] = {"attempts": attempts, "failed": failed,
+                  "failed_pct": round(100 * failed / attempts, 1) if attempts else None}
+    v["residual"] = {"failures": len(residual), "of": len(ev.failures), "examples": [e["id"] for e in residual[:5]]}
     v["collateral"] = {"ok_events": ok, "ok_events_in_logs": ev.ok_total, "reachable": evaluated, "changed": changed,
-                       "in_region_changed": in_region_changed,
-                       "in_region_note": "lucky successes inside the failure's region, changed by design; not collateral",
+                       "in_region": in_region_changed,
+                       "region": d.region.to_list() if d.region else [],
                        "collateral_pct": round(100 * changed / ok, 3) if ok else 0.0, "transitions": transitions,
                        "examples": examples}
     d.verification = v
     reasons = []
-    if total and held / total < MIN_PREVENTED:
-        reasons.append(f"prevents {held} of {total} held-out failures ({100 * held / total:.1f}%), under {100 * MIN_PREVENTED:.0f}%")
+    budgets = base_snap.config.budgets
+    min_prevented, max_collateral = budgets.min_prevented_pct / 100, budgets.max_collateral_pct / 100
+    if total and held / total < min_prevented:
+        reasons.append(f"prevents {held} of {total} held-out failures ({100 * held / total:.1f}%), "
+                       f"under {100 * min_prevented:g}%")
     if not total:
         reasons.append("no held-out failures to verify against")
-    if ok and changed / ok > MAX_COLLATERAL:
-        reasons.append(f"changes {changed} of {ok} ok events ({100 * changed / ok:.2f}%), over {100 * MAX_COLLATERAL:.1f}%")
+    if ok and changed / ok > max_collateral:
+        reasons.append(f"changes {changed} of {ok} ok events outside the failure region ({100 * changed / ok:.2f}%), "
+                       f"over the {100 * max_collateral:g}% budget")
     d.reasons = reasons
     d.verified = not reasons
     return d
 
-
-def _same(a: Any, b: Any) -> bool:
-    return tag(a) == tag(b)
