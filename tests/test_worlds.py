@@ -90,6 +90,24 @@ MISTAKES = [
      'bad.yaml:22: faults[0].when.action.protocol: a list is not a condition; for one of several values write {in: ["smb", "nfs"]}'),
     ("an unclosed placeholder", "boom {agent}", "boom {agent",
      "bad.yaml:25: faults[0].messages[0]: unmatched '{'"),
+    ("an intent path no traffic sends", "world: tiny\n", "world: tiny\nintent: [action.type, action.protcol]\n",
+     "bad.yaml:2: intent[1]: no traffic sends the field 'action.protcol'; a typo? (did you mean 'action.protocol'?"),
+    ("an intent path on its own line", "world: tiny\n", "world: tiny\nintent:\n  - resource.id\n  - resource.idd\n",
+     "bad.yaml:4: intent[1]: no traffic sends the field 'resource.idd'; a typo? (did you mean 'resource.id'?"),
+    ("an intent path the item does not send", "    resource: {kind: port, port: 22}\n",
+     "    resource: {kind: port, port: 22}\n    intent: [action.file_type]\n",
+     "bad.yaml:20: traffic[1].intent[0]: traffic 'port' does not send the field 'action.file_type'; a typo?"),
+    ("an intent path that is a count", "world: tiny\n", "world: tiny\nintent: [\"count(agents)\"]\n",
+     "bad.yaml:2: intent[0]: 'count(agents)' is not a dotted input path such as action.protocol or resource.id"),
+    ("intent as a single path", "world: tiny\n", "world: tiny\nintent: resource.id\n",
+     'bad.yaml:2: intent: expected array, got string "resource.id"'),
+    ("an intent path twice", "world: tiny\n", "world: tiny\nintent: [resource.id, resource.id]\n",
+     'bad.yaml:2: intent: "resource.id" is listed twice; keep one'),
+    ("deny with other decisions", "    status: deadlock\n", "    status: deadlock\n    avoided_by: [deny, arbitrate]\n",
+     "bad.yaml:30: faults[1].avoided_by: deny means that nothing but a deny avoids the fault; "
+     "write avoided_by: [deny] alone"),
+    ("an unknown decision avoids a fault", "    status: deadlock\n", "    status: deadlock\n    avoided_by: [allow]\n",
+     'bad.yaml:30: faults[1].avoided_by[0]: "allow" is not one of: arbitrate, route, deny'),
 ]
 
 
@@ -113,11 +131,11 @@ def test_the_base_world_of_the_mistakes_is_valid() -> None:
 
 def test_an_unknown_world_lists_the_shipped_ones(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--world", "demoo"]) == 1
-    assert "no world named 'demoo': pass a YAML file or one of: demo, fleet" in capsys.readouterr().err
+    assert "no world named 'demoo': pass a YAML file or one of: buildfarm, demo, fleet" in capsys.readouterr().err
 
 
 def test_shipped_worlds_fit_the_shipped_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    assert set(shipped_worlds()) >= {"demo", "fleet"}
+    assert set(shipped_worlds()) >= {"demo", "fleet", "buildfarm"}
     schema = world_schema()
     Draft202012Validator.check_schema(schema)
     folder = PROJECT / "policyctl" / "simulate" / "worlds"
@@ -129,11 +147,51 @@ def test_shipped_worlds_fit_the_shipped_schema(capsys: pytest.CaptureFixture[str
         assert len(world.faults) >= 4 and world.noise is not None
         vocabulary[name] = {t.name for t in world.traffic}
         assert any("arbitrate" in f.avoided_by for f in world.faults)
+        assert any(f.deny_only for f in world.faults), name
         assert {f.status for f in world.faults} >= {"crash", "deadlock", "timeout", "error"}
-    assert not vocabulary["demo"] & vocabulary["fleet"]
+        # Every shipped world says what its agents want, and only with fields its traffic sends.
+        assert {"action.type", "resource.kind", "resource.id"} <= set(world.intent) <= world.input_paths, name
+    names = sorted(vocabulary)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not vocabulary[a] & vocabulary[b], (a, b)
     assert main(["simulate", "--list-worlds"]) == 0
     out = capsys.readouterr().out
     assert "port22-deadlock: deadlock p=0.8 when kind == \"conflict\"" in out and "(avoided by arbitrate)" in out
+    assert "buildfarm: 41 agents, 8 kinds of traffic, 5 faults" in out
+    assert "coder-production-deploy-denied: error p=0.95 when" in out and "(avoided by deny)" in out
+
+
+# Each shipped world's alternatives (what a policy repository declares in its vocabulary): every
+# other field that its action traffic sends is intent.
+ALTERNATIVES = {
+    "demo": {"action.protocol"},
+    "fleet": {"action.transport", "action.link"},
+    "buildfarm": {"action.mirror", "action.cache", "action.runner", "action.upload", "action.strategy"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALTERNATIVES))
+def test_shipped_worlds_declare_all_but_the_alternatives_intent(name: str) -> None:
+    world = load_world(name)
+    for item in world.traffic:
+        intent = {text for text, _ in item.intent}
+        sent = {p for p in world.input_paths if p.startswith(("action.", "resource.", "context."))}
+        planned = [p.input for p in traffic(world, events=400, seed=1) if p.interaction is item]
+        sent = {p for p in sent if any(_has(i, p) for i in planned)}
+        assert sent, item.name
+        # The demo's db-query speaks postgres only: there its protocol is intent too.
+        alternatives = ALTERNATIVES[name] - ({"action.protocol"} if item.name == "db-query" else set())
+        assert sent - alternatives <= intent, (item.name, sorted(sent - alternatives - intent))
+        assert not (sent & alternatives & intent), item.name
+
+
+def _has(value: object, path: str) -> bool:
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return not isinstance(value, dict)
 
 
 def test_the_example_world_of_the_docs_loads_and_runs() -> None:

@@ -4,7 +4,8 @@ Two random streams keep runs comparable across revisions. The traffic stream dra
 timestamps, ids, inputs and every per-event roll, whatever the decisions are, so the
 same seed sends the same inputs to any revision. The outcome details of an event
 (message, variables, duration) come from a stream seeded per event, so a decision that
-changes one event's outcome changes nothing else.
+changes one event's outcome changes nothing else. An event whose route rewrote the agent's
+intent is diverted without a fault or noise roll; its rolls are drawn all the same.
 """
 
 from __future__ import annotations
@@ -23,12 +24,23 @@ from typing import IO, Any
 import orjson
 
 from policyctl.errors import InputError, PolicyctlError
+from policyctl.model.records import FAILURES, STATUSES
+from policyctl.model.values import tag
 from policyctl.simulate.deciders import Decider
+from policyctl.simulate.select import collect
+from policyctl.simulate.values import Path as InputPath
 from policyctl.simulate.values import Scope
-from policyctl.simulate.world import DEFAULT_DURATIONS, Fault, Interaction, Noise, World
+from policyctl.simulate.world import (
+    DEFAULT_DURATIONS,
+    NOISE_STATUSES,
+    Fault,
+    Interaction,
+    Noise,
+    World,
+)
 
-FAILURES = ("crash", "deadlock", "timeout", "error")
-STATUS_ORDER = ("ok", "denied", *FAILURES)
+STATUS_ORDER = STATUSES
+DIVERTED_CODE = "E_DIVERTED"
 Progress = Callable[[int], None]
 
 
@@ -131,12 +143,16 @@ class _Picker:
         return self.items[min(bisect_right(self.cumulative, rng.random() * self.total), self.last)]
 
 
-def _roll_fault(faults: list[Fault], attempted: dict[str, Any], action: str, u: float) -> Fault | None:
-    """The fault that fires, if any: each matching fault in turn, as independent trials on one roll."""
+def _roll_fault(faults: list[Fault], original: dict[str, Any], attempted: dict[str, Any], action: str,
+                u: float) -> Fault | None:
+    """The fault that fires, if any: each matching fault in turn, as independent trials on one roll.
+
+    A deny-only fault is tested on what the agent sent: no route escapes it.
+    """
     for fault in faults:
         if fault.avoided_by and action in fault.avoided_by:
             continue
-        if not fault.when(attempted):
+        if not fault.when(original if fault.deny_only else attempted):
             continue
         p = fault.probability
         if u < p:
@@ -156,6 +172,30 @@ def _may_match_kind(fault: Fault, kind: str) -> bool:
     return True
 
 
+def _diverted(intent: tuple[tuple[str, InputPath], ...], original: dict[str, Any],
+              attempted: dict[str, Any]) -> dict[str, Any] | None:
+    """The outcome of a route that rewrote the agent's intent, or None when every intent field is as sent."""
+    changes = []
+    for text, path in intent:
+        before, after = collect(original, path), collect(attempted, path)
+        if len(before) != len(after) or any(tag(a) != tag(b) for a, b in zip(before, after, strict=False)):
+            changes.append(f"{text}: {_shown(before)} -> {_shown(after)}")
+    if not changes:
+        return None
+    return {"status": "diverted", "message": f"route rewrote intent {'; '.join(changes)}; "
+                                             "the interaction did not happen as asked",
+            "code": DIVERTED_CODE, "duration_ms": 0}
+
+
+def _shown(values: list[Any]) -> str:
+    if not values:
+        return "(absent)"
+    if len(values) == 1 and isinstance(values[0], str):
+        return values[0]
+    value = values[0] if len(values) == 1 else values
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
 def _denied(decision: dict[str, Any]) -> dict[str, Any]:
     reasons = decision.get("reasons") or []
     error = decision.get("error")
@@ -173,7 +213,7 @@ class _Outcomes:
 
     def __init__(self, world: World) -> None:
         self.rng = Random(0)
-        self.default_durations = {s: _default_gen(s) for s in FAILURES}
+        self.default_durations = {s: _default_gen(s) for s in NOISE_STATUSES}
         self.noise: Noise | None = world.noise
 
     def fault(self, fault: Fault, attempted: dict[str, Any], seed: int) -> tuple[dict[str, Any], list[str]]:
@@ -329,13 +369,20 @@ def simulate(world: World, decider: Decider, *, events: int, seed: int, out: IO[
         fired: Fault | None = None
         is_noise = False
         trace: list[str] = []
+        route = params if action == "route" and isinstance(params, dict) else None
+        # Faults see what is attempted: a route's params change the attempt, not the logged input.
+        attempted = merge(input, route) if route is not None else input
+        # A route that rewrites the agent's intent does something else than asked: no fault or noise is
+        # rolled for it, and the rolls it leaves unused keep every other event as it would be.
+        diverted = _diverted(planned.interaction.intent, input, attempted) if route is not None else None
         if action == "deny":
             outcome = _denied(decision)
+        elif diverted is not None:
+            outcome = diverted
         else:
-            # Faults see what is attempted: a route's params change the attempt, not the logged input.
-            attempted = merge(input, params) if action == "route" and isinstance(params, dict) else input
-            faults = by_kind.get(str(attempted.get("kind")), world.faults)
-            fired = _roll_fault(faults, attempted, action, planned.fault_roll) if faults else None
+            same_kind = attempted is input or attempted.get("kind") == input.get("kind")
+            faults = by_kind.get(str(input.get("kind")), world.faults) if same_kind else world.faults
+            fired = _roll_fault(faults, input, attempted, action, planned.fault_roll) if faults else None
             if fired is not None:
                 outcome, trace = outcomes.fault(fired, attempted, planned.detail_seed)
                 fault_counts[fired.name] += 1

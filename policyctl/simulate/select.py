@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -154,6 +155,23 @@ def _check(path: Path, condition: Condition, count: bool) -> Predicate:
     return check
 
 
+def check_sent(target: str, known_paths: frozenset[str], where: Path, sender: str = "no traffic sends") -> None:
+    """SpecError unless some traffic sends the field `target` (or fields under it); suggests a close one."""
+    norm = ".".join(p for p in target.split(".") if not p.isdigit())
+    if norm in known_paths or any(p.startswith(norm + ".") for p in known_paths):
+        return
+    close = difflib.get_close_matches(norm, sorted(known_paths), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SpecError(where, f"{sender} the field {norm!r}; a typo? ({hint}fields sent: {', '.join(sorted(known_paths))})")
+
+
+def input_path(text: Any, where: Path) -> Path:
+    """A dotted input path such as `resource.id` (no count()), parsed; SpecError otherwise."""
+    if not isinstance(text, str) or not _PATH.match(text):
+        raise SpecError(where, f"{text!r} is not a dotted input path such as action.protocol or resource.id")
+    return parse_path(text)
+
+
 def compile_when(when: dict[str, Any], known_paths: frozenset[str] | None,
                  base: Path = ()) -> tuple[Predicate, list[str]]:
     """A predicate that holds when every condition holds, and the input paths it reads.
@@ -173,10 +191,7 @@ def compile_when(when: dict[str, Any], known_paths: frozenset[str] | None,
         if not _PATH.match(target):
             raise SpecError(where, f"{key!r} is not a dotted input path such as action.protocol or count(agents)")
         if known_paths is not None:
-            norm = ".".join(p for p in target.split(".") if not p.isdigit())
-            if norm not in known_paths and not any(p.startswith(norm + ".") for p in known_paths):
-                raise SpecError(where, f"no traffic sends the field {norm!r}; a typo? "
-                                       f"(fields sent: {', '.join(sorted(known_paths))})")
+            check_sent(target, known_paths, where)
         if isinstance(cond, dict):
             if not cond:
                 raise SpecError(where, f"an empty condition; write a value or one of: {', '.join(OPERATORS)}")

@@ -22,7 +22,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 
 from policyctl.errors import InputError, ValidationError
 from policyctl.model.schema import format_path
-from policyctl.simulate.select import Predicate, compile_when
+from policyctl.simulate.select import Predicate, check_sent, compile_when, input_path
 from policyctl.simulate.values import (
     Compiler,
     Gen,
@@ -36,7 +36,7 @@ from policyctl.simulate.values import (
     const,
 )
 
-STATUSES = ("crash", "deadlock", "timeout", "error")
+FAULT_STATUSES = ("crash", "deadlock", "timeout", "error")
 NOISE_STATUSES = ("crash", "timeout", "error")
 DEFAULT_START = "2026-03-30T00:00:00Z"
 DEFAULT_SPAN = 86400.0
@@ -121,6 +121,8 @@ class Interaction:
     duration: Gen
     messages: Messages | None
     vars: dict[str, Gen]
+    # The agent's intent: (dotted path, parsed path) of the fields a route may not rewrite.
+    intent: tuple[tuple[str, Path], ...] = ()
 
     def build(self, rng: Random) -> dict[str, Any]:
         """A fresh input; constant parts are shared between inputs and never mutated."""
@@ -174,6 +176,7 @@ class Fault:
     code: Gen | None
     duration: Gen
     avoided_by: frozenset[str]
+    deny_only: bool  # `avoided_by: [deny]`: tested on the original input, avoided by nothing but a deny
     locks: tuple[Template, ...]
     messages: Messages
     trace: tuple[Template, ...]
@@ -217,6 +220,7 @@ class World:
     vars: dict[str, Gen]
     input_paths: frozenset[str]
     raw: dict[str, Any]
+    intent: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- YAML with line numbers
@@ -346,6 +350,9 @@ def _schema_error(err: SchemaError) -> tuple[Path, str]:
         return path, f"{_short(value)} is not a valid name (letters, digits, '-', '_', '.')"
     if err.validator == "minItems" and isinstance(value, list):
         return path, f"needs at least {err.validator_value} item{'s' if err.validator_value != 1 else ''}, got {len(value)}"
+    if err.validator == "uniqueItems" and isinstance(value, list):
+        twice = next((v for i, v in enumerate(value) if v in value[:i]), "?")
+        return path, f"{_short(twice)} is listed twice; keep one"
     if err.validator == "format":
         return path, f"{_short(value)} is not an RFC 3339 time (e.g. {DEFAULT_START})"
     return path, err.message
@@ -450,6 +457,10 @@ def _compile(data: dict[str, Any], name: str) -> World:
         traffic.append(interaction)
         input_paths |= paths
     known = frozenset(input_paths)
+    intent = _compile_intent(data.get("intent") or [], ("intent",), known)
+    for interaction in traffic:
+        # The world's intent first, then the item's own; a path in both counts once.
+        interaction.intent = tuple(dict.fromkeys((*intent, *interaction.intent)))
 
     faults: list[Fault] = []
     seen = {}
@@ -469,7 +480,19 @@ def _compile(data: dict[str, Any], name: str) -> World:
     bursts = _compile_bursts((data.get("time") or {}).get("bursts") or [], span, [t.name for t in traffic])
     return World(name=data["world"], description=data.get("description", ""), file=name, agents=agents,
                  traffic=traffic, faults=faults, noise=noise, start=start, span=span, bursts=bursts,
-                 vars=world_vars, input_paths=known, raw=data)
+                 vars=world_vars, input_paths=known, raw=data, intent=tuple(text for text, _ in intent))
+
+
+def _compile_intent(raw: list[Any], path: Path, sent: frozenset[str],
+                    sender: str = "no traffic sends") -> list[tuple[str, Path]]:
+    """The intent paths of a list, each a field that the traffic sends."""
+    out: list[tuple[str, Path]] = []
+    for j, text in enumerate(raw):
+        where: Path = (*path, j)
+        parsed = input_path(text, where)
+        check_sent(text, sent, where, sender)
+        out.append((text, parsed))
+    return out
 
 
 def _unique(seen: dict[str, int], value: str, path: Path) -> None:
@@ -578,9 +601,11 @@ def _compile_interaction(raw: dict[str, Any], path: Path, by_role: dict[str, lis
     duration = outcome.value(raw.get("duration_ms", DEFAULT_DURATIONS["ok"]), (*path, "duration_ms"))
     messages = (_compile_messages(raw["messages"], (*path, "messages"), outcome, allow_status=False)
                 if raw.get("messages") else None)
+    intent = _compile_intent(raw.get("intent") or [], (*path, "intent"), frozenset(generated),
+                             f"traffic {raw['name']!r} does not send")
     interaction = Interaction(name=raw["name"], weight=float(raw["weight"]), kind=kind, role=role, count=count,
                               by_role=by_role, pool=pool, fields=fields, duration=duration, messages=messages,
-                              vars={**world_vars, **local})
+                              vars={**world_vars, **local}, intent=tuple(intent))
     return interaction, generated
 
 
@@ -627,9 +652,14 @@ def _compile_fault(raw: dict[str, Any], path: Path, known: frozenset[str], world
     locks = tuple(_templates(raw.get("locks") or ["{resource}"], (*path, "locks"), compiler))
     duration = compiler.value(raw.get("duration_ms", DEFAULT_DURATIONS[status]), (*path, "duration_ms"))
     code = compiler.value(raw["code"], (*path, "code")) if "code" in raw else None
+    avoided_by = frozenset(raw.get("avoided_by") or ())
+    if "deny" in avoided_by and len(avoided_by) > 1:
+        raise SpecError((*path, "avoided_by"), "deny means that nothing but a deny avoids the fault; "
+                                               "write avoided_by: [deny] alone")
     return Fault(name=raw["name"], when=when, when_paths=when_paths, probability=float(raw["probability"]),
-                 status=status, code=code, duration=duration, avoided_by=frozenset(raw.get("avoided_by") or ()),
-                 locks=locks, messages=_compile_messages(raw["messages"], (*path, "messages"), compiler, allow_status=False),
+                 status=status, code=code, duration=duration, avoided_by=avoided_by,
+                 deny_only=avoided_by == {"deny"}, locks=locks,
+                 messages=_compile_messages(raw["messages"], (*path, "messages"), compiler, allow_status=False),
                  trace=tuple(_templates(raw.get("trace") or [], (*path, "trace"), compiler)),
                  vars={**world_vars, **local}, description=raw.get("description", ""), raw_when=raw["when"])
 
