@@ -30,6 +30,7 @@ def simulate_logs(root: Path) -> dict[str, Path]:
     git(bare, "init", "-q", "-b", "main")
     (bare / "policies").mkdir()
     (bare / "policies/main.rego").write_text((PROJECT / "policies/main.rego").read_text())
+    (bare / "policyctl.toml").write_text((PROJECT / "policyctl.toml").read_text())  # the demo world's vocabulary
     commit_all(bare, "main only")
     out = {}
     for name, events, seed in (("a", 2000, 1), ("b", 1000, 2)):
@@ -113,7 +114,9 @@ def test_first_run_opens_one_pull_request_per_cluster_main_does_not_prevent(open
         sha, author, committer, parent = log[0].split()
         assert (author, committer, parent) == (BOT, BOT, main_sha) and sha == a.commit
         changed = git(repo, "diff", "--name-only", f"main...{record['head']}").splitlines()
-        assert len(changed) == 2 and changed[0].startswith("policies/rules/") and changed[1].startswith("shadow_fixtures/")
+        # the rule module, its fixtures, and the masked evidence sample CI replays
+        assert len(changed) == 3 and changed[0].startswith("policies/rules/")
+        assert changed[1] == f"shadow_evidence/{a.fingerprint}.jsonl" and changed[2].startswith("shadow_fixtures/")
     assert git(repo, "status", "--porcelain") == ""  # the working tree and index are never touched
     assert git(repo, "rev-list", "--count", "main") == "1"
 

@@ -6,10 +6,19 @@ from typing import Any
 
 import pytest
 
-from policyctl.bot.body import BodyContext, mask_secrets, pick_samples, render_body, title_for
+from policyctl.bot.body import (
+    BodyContext,
+    commit_subject,
+    mask_secrets,
+    pick_samples,
+    plain_words,
+    render_body,
+    title_for,
+)
 from policyctl.bot.forge import PullRequest
 from policyctl.bot.state import Marker, commented_on, human_marker, ignored_because, read_marker
 from policyctl.draft.model import Condition, Draft, Remedy
+from policyctl.shadow.report import Example, Partial, ShadowReport
 
 
 @pytest.mark.parametrize(("text", "secret", "placeholder"), [
@@ -98,40 +107,77 @@ def draft() -> Draft:
                                               "transitions": {}, "in_region_changed": 2}})
 
 
+def report(collateral: int = 0, examples: int = 0) -> ShadowReport:
+    """A replay's report as `policyctl shadow` builds it: 40 failures, 36 prevented, 1,000 successes."""
+    part = Partial()
+    for key, n in (("records", 1002), ("events", 1000), ("failures", 40), ("prevented", 36), ("newly_prevented", 36),
+                   ("exposed", 4), ("successes", 960), ("collateral", collateral), ("in_region", 3),
+                   ("changed", 39 + collateral), ("fixtures", 2), ("fixtures_passed", 2)):
+        part.count(key, n)
+    part.add_transition("allow→route", "route_crash_smb", None)
+    part.add_change({"kind": "action", "action": {"type": "file_share"},
+                     "agents": [{"id": "etl-1", "role": "etl"}]})
+    for i in range(examples):
+        part.add_example(Example("exposed", f"evt-{i}", f"/tmp/x/events.jsonl:{i}",
+                                 {"kind": "action", "password": "hunter2"}, {"action": "allow"}, {"action": "allow"},
+                                 [f"crash: write {i} failed"], rank=1))
+    return ShadowReport(base="a" * 40, candidate="worktree", partial=part, max_collateral_pct=0.5)
+
+
+def context(r: ShadowReport, samples: list[dict[str, Any]] | None = None, provider: str = "local") -> BodyContext:
+    return BodyContext(size=40, failures_in_logs=100, samples=samples or [], report=r, base="main", base_sha="a" * 40,
+                       branch="policyctl/crash-smb-0123abcd", logs=["/tmp/x/events.jsonl"], embedder="tfidf",
+                       provider=provider, inputs="0123456789abcdef", full_verdict="PASS", full_events=1000,
+                       evidence_path="shadow_evidence/crash-smb-0123abcd.jsonl")
+
+
 def test_the_body_has_what_a_reviewer_needs_and_no_secret() -> None:
     d = draft()
     samples = [event(1, "token=ghp_abcdefghijklmnopqrstuvwxyz0123456789 from 10.2.3.4 (ops@example.com)",
                      "2026-03-30T00:01:00Z")]
-    shadow = ('### ✅ Shadow replay: `abc` → `worktree`\n\n**PASS**\n\n| transition | records |\n|---|---:|\n'
-              '| allow→route | 40 |\n\n```json\n{"input": {"password": "hunter2"}, "base": {"decision_id": "f00", '
-              '"action": "allow"}}\n```\n<code>evt-1</code> (/tmp/x/events.jsonl:12)\n')
-    ctx = BodyContext(size=40, failures_in_logs=100, samples=samples, shadow_markdown=shadow, shadow_verdict="PASS",
-                      base="main", base_sha="a" * 40, branch="policyctl/crash-smb-0123abcd", logs=["/tmp/x/events.jsonl"],
-                      embedder="tfidf", provider="local", inputs="0123456789abcdef")
-    body = render_body(d, ctx)
+    body = render_body(d, context(report(examples=2), samples))
     assert read_marker(body) == Marker("crash-smb-0123abcd", 40, "0123456789abcdef")
-    for secret in ("ghp_", "10.2.3.4", "ops@example.com", "hunter2", "f00"):
+    for secret in ("ghp_", "10.2.3.4", "ops@example.com", "hunter2"):
         assert secret not in body
     for needed in ("## What fails", "**40** failures (crash 40): 40.0% of the 100 failures", "2026-03-30T00:00:00",
                    "`etl-1`", "etl (40)", "`action.protocol` = `smb`", "### Sample messages (1, secrets masked)",
-                   "**In plain words:** when protocol smb, **route** `{\"action\": {\"protocol\": \"sftp\"}}`",
-                   "```rego\npackage agentgov.rules.crash_smb\n```", "## Shadow replay", "**8/8** (100.0%)",
-                   "| allow→route | 40 |", "→ this branch", "## Fixtures added", "`r-prevent-001` | prevent",
-                   "`r-keep-001` | keep", "## Reproduce locally",
-                   "policyctl cluster events.jsonl --embedder tfidf -o clusters.json",
-                   "--cluster crash-smb-0123abcd", "--candidate policyctl/crash-smb-0123abcd",
-                   "pytest shadow_fixtures", "policyctl pr merge N", "reaches 80 failures"):
+                   "**In plain words:** When an action, where its protocol is smb, route it over protocol sftp",
+                   "```rego\npackage agentgov.rules.crash_smb\n```", "## Shadow replay",
+                   "| prevented: logged failures the candidate decides differently | **36** of 40 (90.0%) |",
+                   "| exposed: logged failures it leaves as they were | 4 |",
+                   "**0** of 960 (0.00%; budget 0.5%)", "changed by design | 3 |", "| fixtures | 2 of 2 pass |",
+                   "8/8 (100.0%)", "`events.jsonl`, 1000 events) | PASS |", "| action type | `file_share` 1 |",
+                   "Still exposed: this cluster's failures the rule does not change (4)",
+                   "## Fixtures added", "`r-prevent-001` | prevent", "`r-keep-001` | keep", "Fixture inputs",
+                   "## Reproduce locally", "policyctl shadow --base main --candidate policyctl/crash-smb-0123abcd "
+                   "--format markdown", "policyctl cluster events.jsonl --embedder tfidf -o clusters.json",
+                   "--cluster crash-smb-0123abcd", "pytest shadow_fixtures", "policyctl pr merge N",
+                   "reaches 80 failures"):
         assert needed in body, needed
-    assert "/tmp/x" not in body and "(events.jsonl:12)" in body
-    assert title_for(d) == "policyctl: route to prevent crash: action.protocol=smb"
+    assert "/tmp/x" not in body
+    assert title_for(d) == 'policyctl: route {"action": {"protocol": "sftp"}} when input.action.protocol == "smb"'
 
 
-def test_a_huge_shadow_report_is_cut_to_fit_a_pull_request() -> None:
-    shadow = "### head\n\n| a | b |\n\n#### Transitions\n\n" + "| x | 1 |\n" * 20_000
-    ctx = BodyContext(size=40, failures_in_logs=100, samples=[], shadow_markdown=shadow, shadow_verdict="PASS",
-                      base="main", base_sha="a" * 40, branch="policyctl/x", logs=[], embedder="tfidf", provider="github")
-    body = render_body(draft(), ctx)
+def test_the_commit_subject_fits_72_characters_and_the_sentence_reads_as_english() -> None:
+    d = draft()
+    d.name = "crash_" + "very_long_name_" * 6
+    assert len(commit_subject(d)) <= 72
+    d.bodies = [[Condition("kind", "==", "conflict"), Condition("resource.kind", "==", "port"),
+                 Condition("resource.port", "==", 22), Condition("role", "has_role", "deploy"),
+                 Condition("role", "has_role", "backup")]]
+    d.remedy = Remedy("arbitrate", {}, "they deadlock")
+    assert plain_words(d) == ("When agents contend for a port and its port is 22, an agent with role deploy takes "
+                              "part and an agent with role backup takes part, settle their order up front: highest "
+                              "priority first, ties by agent id.")
+
+
+def test_a_huge_body_keeps_every_figure_and_fits_a_pull_request() -> None:
+    d = draft()
+    d.fixtures = [{"id": f"r-keep-{i:03d}", "input": {"kind": "action", "blob": "x" * 2000}, "expect": {"action": "allow"},
+                   "why": "keep", "origin": f"evt-{i}"} for i in range(60)]
+    body = render_body(d, context(report(), provider="github"))
     assert len(body) < 65_536 and "too long for a pull request" in body and "## Reproduce locally" in body
+    assert "**36** of 40 (90.0%)" in body
 
 
 def pr(state: str, merged: bool, body: str) -> PullRequest:

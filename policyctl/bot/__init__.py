@@ -150,13 +150,15 @@ def _norm(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().split("\n"))
 
 
-def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str) -> str:
+def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str, evidence: str) -> str:
+    from policyctl.bot.body import commit_subject, mask_secrets, plain_words
+
     params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
-    return (f"{d.name}: {d.remedy.action} to prevent {cluster.get('title') or d.title}\n\n"
-            f"When {' or '.join(d.conditions_in_words())}: {d.remedy.action}{params}.\n{d.remedy.why}\n\n"
-            f"Cluster {d.fingerprint}: {cluster.get('size')} failures. Adds {d.module_path} and "
-            f"{d.fixtures_path} ({len(d.fixtures)} fixtures).\n"
-            f"Drafted by the policyctl bot ({d.drafter}), verified against {base} {base_sha[:12]}.\n")
+    return mask_secrets(
+        f"{commit_subject(d)}\n\n{plain_words(d)}\n{d.remedy.action}{params}: {d.remedy.why}\n\n"
+        f"Cluster {d.fingerprint}: {cluster.get('size')} failures. Adds {d.module_path}, "
+        f"{d.fixtures_path} ({len(d.fixtures)} fixtures) and the masked evidence sample {evidence}.\n"
+        f"Drafted by the policyctl bot ({d.drafter}), verified against {base} {base_sha[:12]}.\n")
 
 
 def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main", author: str = DEFAULT_AUTHOR,
@@ -168,13 +170,17 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     With `report_dir`, the clusters it computed are written there too (clusters.json and
     clusters.html), so a caller who wants the report does not cluster the logs again.
     """
+    import tempfile
+
     from policyctl.bot.body import BodyContext, pick_samples, render_body, title_for
+    from policyctl.bot.evidence import evidence_path, sample_evidence
     from policyctl.bot.state import commented_on, human_marker, ignored_because, inputs_digest
     from policyctl.cluster import cluster_logs
     from policyctl.draft import DraftRun, run_drafts
     from policyctl.draft.verify import candidate_snapshot
-    from policyctl.shadow import render, replay
+    from policyctl.shadow import replay
     from policyctl.shadow.replay import build_pipeline
+    from policyctl.shadow.sources import resolve_history
 
     say = progress or (lambda _: None)
     identity = parse_identity(author)
@@ -255,7 +261,10 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
             act.outcome = "capped"
             act.detail = f"{open_count} bot pull requests are open already (--max-prs {max_prs})"
             continue
-        files = {d.module_path: d.module_text.encode(), d.fixtures_path: _fixture_bytes(d)}
+        ev = run.evidence.get(fp)
+        evidence_file = evidence_path(fp)
+        files = {d.module_path: d.module_text.encode(), d.fixtures_path: _fixture_bytes(d),
+                 evidence_file: sample_evidence(d, events[fp], ev.ok if ev else [])}
         tip = forge.branch_tip(branch)
         same = False
         if tip is not None:
@@ -274,20 +283,40 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
                 continue
             # the bot's own branch: one commit on a base; same files there means nothing to push
             same = len(commits) == 1 and gitrepo.commit_changes(repo, tip) == files
-        say(f"replaying {fp} through {base} and the draft")
-        report = replay(base_snap, candidate_snapshot(base_snap, [d]), logs, jobs=jobs)
+        # The candidate is the base plus these files: replayed as `policyctl shadow --base BASE
+        # --candidate BRANCH` will replay the branch (its evidence is the base's plus this one).
+        candidate = candidate_snapshot(base_snap, [d])
+        budget = base_snap.config.budgets.max_collateral_pct
+        say(f"replaying {fp}: the whole input logs through {base} and the draft")
+        full = replay(base_snap, candidate, logs, jobs=jobs, max_collateral_pct=budget)
+        say(f"replaying {fp}: fixtures, configured sources and evidence, as CI will")
+        with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
+            history = resolve_history(repo, base_ref, base_snap.config, into=Path(tmp))
+            mine = Path(tmp) / "evidence" / evidence_file
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            mine.write_bytes(files[evidence_file])
+            paths = [p for p in history.paths if history.origins.get(str(p)) != evidence_file] + [mine]
+            report = replay(base_snap, candidate, sorted(paths), jobs=1, max_collateral_pct=budget)
+        if full.exit_code or report.exit_code:
+            which = full if full.exit_code else report
+            act.outcome = "not-verified"
+            act.detail = (f"its replay fails ({'the input logs' if which is full else 'fixtures and evidence'}): "
+                          f"{which.verdict}; not opened")
+            continue
         ctx = BodyContext(size=act.size, failures_in_logs=result.failures, samples=pick_samples(events[fp]),
-                          shadow_markdown=render(report, "markdown"), shadow_verdict=report.verdict, base=base,
-                          base_sha=base_sha, branch=branch, logs=[str(p) for p in logs], embedder=embedder,
-                          provider=forge.name, inputs=digest)
+                          report=report, base=base, base_sha=base_sha, branch=branch, logs=[str(p) for p in logs],
+                          embedder=embedder, provider=forge.name, inputs=digest,
+                          full_verdict=full.verdict, full_events=full.t["events"], evidence_path=evidence_file)
         body, title = render_body(d, ctx), title_for(d)
-        if not same:
-            if not dry_run:
-                act.commit = gitrepo.commit_files(repo, base_ref, files, _commit_message(d, c, base, base_sha),
-                                                  author=identity)
-                forge.push_branch(branch, act.commit, expected=tip)
-        else:
+        if same:
             act.commit = tip
+        elif not dry_run:
+            act.commit = gitrepo.commit_files(repo, base_ref, files,
+                                              _commit_message(d, c, base, base_sha, evidence_file), author=identity)
+            forge.push_branch(branch, act.commit, expected=tip)
+        if act.commit and not dry_run:
+            forge.set_status(act.commit, state="success", description=f"policyctl shadow: {report.verdict}; "
+                             f"{report.t['prevented']} prevented, collateral {report.collateral_pct:.2f}%"[:140])
         if existing is not None:
             edited = _norm(existing.body) != _norm(body) or existing.title != title
             if edited and not dry_run:

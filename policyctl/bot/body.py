@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyctl.bot.state import GROWTH, Marker
+from policyctl.cluster.core import human
 from policyctl.draft.model import Draft
+from policyctl.model.config import route_fields
+from policyctl.shadow.report import ShadowReport
 
 MAX_BODY = 60_000  # GitHub refuses bodies over 65,536 characters
 SAMPLES = 5
@@ -112,13 +115,19 @@ def _sample_line(e: dict[str, Any]) -> str:
 
 @dataclass
 class BodyContext:
-    """What the body reports besides the draft: the replay, the samples, where it came from."""
+    """What the body reports besides the draft: the replays, the samples, where it came from.
+
+    `report` is the replay a reviewer and CI reproduce: `policyctl shadow --base BASE
+    --candidate BRANCH` with no --logs, i.e. policyctl.toml's sources and the evidence
+    samples committed under shadow_evidence/ (this pull request's among them). Every figure
+    of the body's replay section is read from it, under the names `policyctl shadow` uses.
+    `full_verdict` is the verdict of the replay of the bot's whole input logs, a gate only.
+    """
 
     size: int
     failures_in_logs: int
     samples: list[dict[str, Any]]
-    shadow_markdown: str
-    shadow_verdict: str
+    report: ShadowReport
     base: str
     base_sha: str
     branch: str
@@ -126,11 +135,82 @@ class BodyContext:
     embedder: str
     provider: str
     inputs: str = ""  # digest of everything the draft and this body were made from (state.inputs_digest)
+    full_verdict: str = ""
+    full_events: int = 0
+    evidence_path: str = ""
+
+
+def rule_conditions(d: Draft) -> str:
+    """The rule's conditions exactly as the module writes them: ` and ` within a body, ` or ` between."""
+    return " or ".join(" and ".join(line for c in body for line in c.rego()) for body in d.bodies) or "(always)"
 
 
 def title_for(d: Draft) -> str:
-    """`policyctl: route to prevent crash: action.file_type=parquet, action.protocol=smb`."""
-    return f"policyctl: {d.remedy.action} to prevent {d.cluster.get('title') or d.fingerprint}"[:250]
+    """`policyctl: route {"action": {"protocol": "sftp"}} when input.action.protocol == "smb" and …`."""
+    params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
+    return mask_secrets(f"policyctl: {d.remedy.action}{params} when {rule_conditions(d)}")[:250]
+
+
+def commit_subject(d: Draft) -> str:
+    """At most 72 characters: `crash_parquet_smb: route to protocol sftp`."""
+    target = ""
+    if d.remedy.action == "route" and d.remedy.evidence.get("field"):
+        target = f" to {d.remedy.evidence['field'].rsplit('.', 1)[-1]} {d.remedy.evidence.get('to')}"
+    subject = f"{d.name}: {d.remedy.action}{target}"
+    return subject if len(subject) <= 72 else subject[:71] + "…"
+
+
+_ARTICLE = re.compile(r"^[aeiou]", re.I)
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if _ARTICLE.match(word) else f"a {word}"
+
+
+def _clause(c: Any) -> str:
+    """One condition as a clause of an English sentence."""
+    name = c.field.split(".")[-1].replace("_", " ")
+    if c.field == "role":
+        return f"an agent with role {c.value} takes part" if c.op == "has_role" else f"no agent has role {c.value}"
+    if c.field == "count(agents)":
+        return f"more than {c.value} agents take part" if c.op == ">" else f"at most {c.value} agents take part"
+    if c.op == "==":
+        return f"its {name} is {c.value}"
+    if c.op == "!=":
+        return f"its {name} is not {c.value}"
+    return f"its {name} is {'above' if c.op == '>' else 'at most'} {human(c.value)}"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def plain_words(d: Draft) -> str:
+    """The rule as one English sentence: `When a file_share action on a share has …, route it to …`."""
+    sentences = []
+    for body in d.bodies:
+        kind = next((c.value for c in body if c.field == "kind" and c.op == "=="), None)
+        atype = next((c.value for c in body if c.field == "action.type" and c.op == "=="), None)
+        rkind = next((c.value for c in body if c.field == "resource.kind" and c.op == "=="), None)
+        rest = [c for c in body if not (c.op == "==" and c.field in ("kind", "action.type", "resource.kind"))]
+        if kind == "conflict":
+            subject = "agents contend" + (f" for {_a(str(rkind))}" if rkind else " for one resource")
+        else:
+            subject = (_a(f"`{atype}` action") if atype else "an action") + (f" on {_a(str(rkind))}" if rkind else "")
+        clauses = [_clause(c) for c in rest]
+        sentences.append(subject + (" and " + _join(clauses) if clauses and kind == "conflict" else
+                                    (", where " + _join(clauses) if clauses else "")))
+    when = "; or when ".join(sentences)
+    remedy = d.remedy
+    if remedy.action == "route":
+        sets = _join([f"{path.rsplit('.', 1)[-1].replace('_', ' ')} {value}" for path, value in route_fields(remedy.params)]
+                     or ["the declared alternative"])
+        then = f"route it over {sets}" + (f" instead of {remedy.evidence['from']}" if "from" in remedy.evidence else "")
+    elif remedy.action == "arbitrate":
+        then = "settle their order up front: highest priority first, ties by agent id"
+    else:
+        then = "deny it before it is attempted"
+    return f"When {when}, {then}."
 
 
 def _pct(part: float, whole: float) -> str:
@@ -151,16 +231,20 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
         cycle = c["deadlock"]
         apart.append(f"waits-for cycle between roles {', '.join(cycle.get('roles', []))} over "
                      f"{', '.join(cycle.get('resource_kinds', []))}")
+    match = (d.verification.get("match") or {})
     lines = ["## What fails", "", f"**{mask_secrets(str(c.get('title') or d.title))}**", "",
              "| | |", "|---|---|",
              f"| cluster | `{d.fingerprint}` |",
              f"| how often | **{ctx.size}** failures ({statuses}): {_pct(ctx.size, ctx.failures_in_logs)} of the "
-             f"{ctx.failures_in_logs} failures in the logs |",
-             f"| since | {str(c.get('first_seen') or '?')[:19]} (last seen {str(c.get('last_seen') or '?')[:19]}) |",
-             f"| agents | {agents.get('count', '?')}: {top} |",
-             f"| roles | {roles} |"]
+             f"{ctx.failures_in_logs} failures in the logs |"]
+    if match.get("attempts"):
+        lines.append(f"| attempts matching the rule that failed | **{match['failed']}** of {match['attempts']} "
+                     f"({match['failed_pct']}%) in the logs |")
+    lines += [f"| since | {str(c.get('first_seen') or '?')[:19]} (last seen {str(c.get('last_seen') or '?')[:19]}) |",
+              f"| agents | {agents.get('count', '?')}: {mask_secrets(top)} |",
+              f"| roles | {mask_secrets(roles)} |"]
     if apart:
-        lines.append("| sets it apart | " + "<br>".join(apart) + " |")
+        lines.append("| sets it apart | " + mask_secrets("<br>".join(apart)) + " |")
     lines += ["", f"### Sample messages ({len(ctx.samples)}, secrets masked)", ""]
     lines += [_sample_line(e) for e in ctx.samples]
     templates = c.get("templates") or []
@@ -174,45 +258,97 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
 
 
 def _rule(d: Draft) -> list[str]:
-    when = " **or** ".join(d.conditions_in_words()) or "(no condition)"
     params = f" `{json.dumps(d.remedy.params, sort_keys=True)}`" if d.remedy.params else ""
-    return ["## The rule", "",
-            f"**In plain words:** when {when}, **{d.remedy.action}**{params}: {d.remedy.why}", "",
-            f"`{d.module_path}` (rule `{d.rule_id}`, drafted by `{d.drafter}`):", "",
-            "```rego", d.module_text.rstrip(), "```"]
-
-
-def _shadow(d: Draft, ctx: BodyContext, brief: bool) -> list[str]:
-    v = d.verification
-    hold = v.get("holdout") or {}
-    train = v.get("train") or {}
-    col = v.get("collateral") or {}
-    transitions = ", ".join(f"{k} {n}" for k, n in sorted((col.get("transitions") or {}).items())) or "none"
-    # decision ids are fresh random ids on every replay; the body must not change when nothing else did
-    md = mask_secrets(re.sub(r'[ \t]*"decision_id":\s*"[^"\n]*",?[ \t]*\n?', "", ctx.shadow_markdown))
-    for name in sorted(ctx.logs, key=len, reverse=True):  # `events.jsonl:12`, not the runner's directories
-        md = md.replace(name, _basename(name))
-    first, _, rest = md.partition("\n")
-    if brief:  # too long for a pull request: keep the headline table, point to the full report
-        rest = rest.split("\n#### ", 1)[0] + ("\n\nThe transition matrix and examples are too long for a pull request "
-                                             "body; run the shadow command below for the full report.")
-    icon = "✅" if ctx.shadow_verdict == "PASS" else "❌"
-    lines = ["## Shadow replay", "",
-             "| verification | |", "|---|---|",
-             f"| held-out failures prevented (the latest 20% by time, never seen while drafting) | "
-             f"**{hold.get('prevented')}/{hold.get('events')}** ({hold.get('prevented_pct')}%) |",
-             f"| drafting failures prevented | {train.get('prevented')}/{train.get('events')} ({train.get('prevented_pct')}%) |",
-             f"| collateral: successful events whose decision changes | **{col.get('changed')}** of {col.get('ok_events')} "
-             f"({col.get('collateral_pct')}%); transitions: {transitions} |",
-             f"| lucky successes inside the failure's region, changed by design | {col.get('in_region_changed', 0)} |",
-             "",
-             f"### {icon} Replay of every fixture and logged event: `{ctx.base}` ({ctx.base_sha[:12]}) → this branch"
-             if first.startswith("### ") else first,
-             rest.rstrip()]
+    lines = ["## The rule", "",
+             f"**In plain words:** {mask_secrets(plain_words(d))}", "",
+             f"**Remedy:** {d.remedy.action}{params}, because {mask_secrets(d.remedy.why)}."]
+    if d.remedy.evidence.get("vocabulary") == "none declared" or d.remedy.evidence.get("declared") is not None:
+        lines += ["", "_No route: " + ("policyctl.toml declares no alternatives for this traffic"
+                                       if d.remedy.evidence.get("vocabulary") == "none declared" else
+                                       "no declared alternative succeeds for this traffic")
+                  + ". Declare the fields an agent may be routed over under `[vocabulary.<action type>.alternatives]` "
+                    "(docs/config.md) and the bot will consider routes._"]
+    lines += ["", f"`{d.module_path}` (rule `{d.rule_id}`, drafted by `{d.drafter}`):", "",
+              "```rego", mask_secrets(d.module_text.rstrip()), "```"]
     return lines
 
 
-def _fixtures(d: Draft) -> list[str]:
+def _tried(d: Draft) -> list[str]:
+    if len(d.attempts) <= 1:
+        return []
+    lines = ["<details><summary>Candidates the drafter tried (" + str(len(d.attempts)) + ")</summary>", "",
+             "| candidate | conditions | held-out prevented | collateral | outcome |", "|---|---|---:|---:|---|"]
+    for a in d.attempts:
+        outcome = "**chosen**" if a.get("chosen") else ("verified, ranked lower" if a.get("verified") else
+                                                       "; ".join(a.get("reasons") or []) or "not verified")
+        lines.append(f"| {a.get('candidate')} | {mask_secrets(' or '.join(a.get('conditions') or []))} | "
+                     f"{a.get('holdout_prevented_pct')}% | {a.get('collateral_pct')}% | {mask_secrets(outcome)} |")
+    return [*lines, "", "</details>"]
+
+
+def shadow_figures(r: ShadowReport) -> dict[str, Any]:
+    """The replay figures the body shows, named as `policyctl shadow --format json` names them."""
+    t = r.to_dict()["totals"]
+    return {"verdict": r.verdict, "failures": t["failures"], "prevented": t["prevented"],
+            "prevented_pct": round(r.prevented_pct, 3), "exposed": t["exposed"], "successes": t["successes"],
+            "collateral": t["collateral"], "collateral_pct": round(r.collateral_pct, 3),
+            "max_collateral_pct": r.max_collateral_pct, "in_region": t["in_region"],
+            "fixtures": t["fixtures"], "fixtures_passed": t["fixtures_passed"], "events": t["events"]}
+
+
+def _shadow(d: Draft, ctx: BodyContext) -> list[str]:
+    r = ctx.report
+    f = shadow_figures(r)
+    hold = d.verification.get("holdout") or {}
+    residual = d.verification.get("residual") or {}
+    icon = "✅" if r.verdict == "PASS" else "❌"
+    lines = ["## Shadow replay", "",
+             f"{icon} **{f['verdict']}**: `{ctx.base}` ({ctx.base_sha[:12]}) → this branch, replaying the fixtures, "
+             f"policyctl.toml's log sources and the evidence samples in `shadow_evidence/` "
+             f"({f['events']} logged events; this pull request adds `{ctx.evidence_path}`).", "",
+             "| figure | value |", "|---|---|",
+             f"| prevented: logged failures the candidate decides differently | **{f['prevented']}** of {f['failures']} "
+             f"({f['prevented_pct']:.1f}%) |",
+             f"| exposed: logged failures it leaves as they were | {f['exposed']} |",
+             f"| collateral: successes changed outside every rule's failure region | **{f['collateral']}** of "
+             f"{f['successes']} ({f['collateral_pct']:.2f}%; budget {f['max_collateral_pct']:g}%) |",
+             f"| in region: successes inside this rule's failure region, changed by design | {f['in_region']} |",
+             f"| fixtures | {f['fixtures_passed']} of {f['fixtures']} pass |",
+             f"| held-out failures prevented (the latest 20% by time, never seen while drafting) | "
+             f"{hold.get('prevented')}/{hold.get('events')} ({hold.get('prevented_pct')}%) |"]
+    if residual.get("failures"):
+        lines.append(f"| this cluster's failures outside the rule's conditions | {residual['failures']} of "
+                     f"{residual['of']} (between the drawn bounds and the data) |")
+    if ctx.full_verdict:
+        names = ", ".join(f"`{_basename(n)}`" for n in ctx.logs)
+        lines.append(f"| the bot's whole input ({names}, {ctx.full_events} events) | {ctx.full_verdict} |")
+    blast = r.to_dict().get("blast_radius") or {}
+    if blast:
+        lines += ["", "**Blast radius** (logged events whose decision changes):", "",
+                  "| by | changed |", "|---|---|"]
+        for dim in ("kind", "action_type", "role", "agent"):
+            if blast.get(dim):
+                lines.append(f"| {dim.replace('_', ' ')} | " + mask_secrets(", ".join(
+                    f"`{k}` {n}" for k, n in list(blast[dim].items())[:8])) + " |")
+    exposed = r.examples("exposed")
+    if exposed:
+        lines += ["", "<details><summary>Still exposed: this cluster's failures the rule does not change "
+                      f"({f['exposed']})</summary>", ""]
+        for e in exposed:
+            detail = "; ".join(e.detail)[:200].replace("`", "'")
+            lines.append(f"- `{e.ref}`: `{mask_secrets(json.dumps(e.input, sort_keys=True))[:300]}` {mask_secrets(detail)}")
+        lines += ["", "</details>"]
+    collateral = r.examples("collateral")
+    if collateral:
+        lines += ["", "<details><summary>Collateral examples</summary>", ""]
+        for e in collateral:
+            lines.append(f"- `{e.ref}` {e.base.get('action')} → {e.candidate.get('action')}: "
+                         f"`{mask_secrets(json.dumps(e.input, sort_keys=True))[:300]}`")
+        lines += ["", "</details>"]
+    return lines
+
+
+def _fixtures(d: Draft, inputs: bool = True) -> list[str]:
     prevent = sum(1 for f in d.fixtures if f.get("why") == "prevent")
     lines = ["## Fixtures added", "",
              f"`{d.fixtures_path}`: {len(d.fixtures)} fixtures, {prevent} `prevent` (failures this rule must stop) "
@@ -221,7 +357,12 @@ def _fixtures(d: Draft) -> list[str]:
     for f in d.fixtures:
         expect = mask_secrets(json.dumps(f.get("expect"), sort_keys=True)).replace("|", "\\|")
         lines.append(f"| `{f.get('id')}` | {f.get('why')} | `{expect}` | `{f.get('origin', '')}` |")
-    return lines
+    if not inputs:
+        return [*lines, "", "The fixture inputs are too long for a pull request body: see the diff."]
+    lines += ["", "<details><summary>Fixture inputs</summary>", ""]
+    for f in d.fixtures:
+        lines += [f"`{f.get('id')}`:", "```json", mask_secrets(json.dumps(f.get("input"), sort_keys=True, indent=1)), "```"]
+    return [*lines, "", "</details>"]
 
 
 def _basename(name: str) -> str:
@@ -232,36 +373,41 @@ def _reproduce(d: Draft, ctx: BodyContext) -> list[str]:
     names = [_basename(name) for name in ctx.logs] or ["events.jsonl"]
     flags = " ".join(f"--logs {n}" for n in names)
     fetch = [f"git fetch origin {ctx.branch}:{ctx.branch}"] if ctx.provider == "github" else []
-    lines = ["## Reproduce locally", "", "In a clone of this repository, with the exported logs at hand:", "",
+    lines = ["## Reproduce locally", "",
+             "In a clone of this repository: the replay above, from the masked evidence committed here "
+             "(no logs needed), then the fixtures:", "",
              "```sh", *fetch,
+             f"policyctl shadow --base {ctx.base} --candidate {ctx.branch} --format markdown",
+             f"git switch {ctx.branch} && pytest shadow_fixtures",
+             "```", "", "With the exported logs at hand, the whole of the bot's work:", "", "```sh",
              f"policyctl cluster {' '.join(names)} --embedder {ctx.embedder} -o clusters.json",
              f"policyctl draft --clusters clusters.json {flags} --base {ctx.base} --cluster {d.fingerprint}",
              f"policyctl shadow --base {ctx.base} --candidate {ctx.branch} {flags} --format markdown",
-             f"git switch {ctx.branch} && pytest shadow_fixtures",
              "```"]
     if ctx.provider == "local":
         lines += ["", "Review and merge without GitHub: `policyctl pr list`, `policyctl pr show N`, "
-                      f"`policyctl pr merge N` (a real merge into `{ctx.base}`, which the gateway then serves) "
-                      "or `policyctl pr close N`."]
+                      "`policyctl pr diff N`, "
+                      f"`policyctl pr merge N` (replays the candidate at the current `{ctx.base}` first and "
+                      "refuses what fails) or `policyctl pr close N --reason TEXT`."]
     return lines
 
 
 def render_body(d: Draft, ctx: BodyContext) -> str:
     """The Markdown body of the pull request for draft `d`; starts with the cluster marker."""
     marker = Marker(d.fingerprint, ctx.size, ctx.inputs).render()
-    hold = (d.verification.get("holdout") or {}).get("prevented_pct")
-    col = (d.verification.get("collateral") or {}).get("collateral_pct")
+    f = shadow_figures(ctx.report)
     intro = (f"The policyctl bot drafted `{d.name}` from **{ctx.size} failures** of one systemic cluster in "
-             f"the exported logs. It is verified against `{ctx.base}`: it compiles, every fixture passes, it "
-             f"prevents {hold}% of the held-out failures and changes {col}% of successful traffic.")
+             f"the exported logs. Replayed against `{ctx.base}` ({ctx.base_sha[:12]}): **{f['verdict']}**, "
+             f"{f['prevented']} of {f['failures']} logged failures prevented, {f['collateral']} of "
+             f"{f['successes']} successes changed outside the failure region ({f['collateral_pct']:.2f}%).")
     footer = (f"<sub>The bot keeps one pull request per cluster: the same logs again change nothing; newer logs "
               f"update this one. Closed without merging, the cluster is left alone until it reaches "
               f"{GROWTH * ctx.size} failures. A commit pushed here by anyone else stops the bot from "
               f"updating this branch.</sub>")
     body = ""
-    for brief in (False, True):
-        parts = [marker, intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_shadow(d, ctx, brief), "",
-                 *_fixtures(d), "", *_reproduce(d, ctx), "", "---", footer]
+    for inputs in (True, False):  # too long: the fixture inputs go first (they are in the diff); every figure stays
+        parts = [marker, intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_tried(d), "", *_shadow(d, ctx), "",
+                 *_fixtures(d, inputs), "", *_reproduce(d, ctx), "", "---", footer]
         body = "\n".join(parts) + "\n"
         if len(body) <= MAX_BODY:
             return body

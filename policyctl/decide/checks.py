@@ -71,8 +71,58 @@ def _sandbox_problems(path: str, source: str) -> list[Problem]:
     return list(compile_problems(source, file=path))
 
 
+def check_vocabulary(snapshot: Snapshot) -> list[Problem]:
+    """policyctl.toml validates, and no route rule rewrites a field the vocabulary does not declare.
+
+    A route may change only declared alternatives, to declared values; any other field is
+    the agent's intent. Drafted rules (METADATA custom.drafter) that break this are errors
+    (the bot must never open them); hand-written ones are warned about, since a person may
+    know better than the declaration, and should then declare it.
+    """
+    from policyctl.engine.modules import parse_module, route_heads
+    from policyctl.model.config import CONFIG_FILE, route_fields
+
+    try:
+        config = snapshot.config
+    except ValidationError as exc:
+        return [exc.problem(CONFIG_FILE, "config")]
+    problems: list[Problem] = []
+    for path in snapshot.paths("policies/", ".rego"):
+        try:
+            text = snapshot.text(path)
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the compile check
+            continue
+        if "\"route\"" not in text:
+            continue
+        module, _ = parse_module(path, text)
+        if module is None or not module.is_rule:
+            continue
+        drafted = isinstance(module.metadata.get("custom"), dict) and "drafter" in module.metadata["custom"]
+        severity = "error" if drafted else "warning"
+        for head in route_heads(text):
+            if head.params is None:
+                problems.append(Problem(path, "route params are computed, so the fields they rewrite cannot be "
+                                        "checked against the vocabulary", code="route_unchecked", line=head.line,
+                                        severity="warning"))
+                continue
+            types = sorted(head.action_types) if head.action_types else ["*"]
+            for field_path, value in route_fields(head.params):
+                bad = [t for t in types if not config.vocabulary.allows(t, field_path, value)]
+                if not bad:
+                    continue
+                declared = config.vocabulary.for_type(bad[0]).get(field_path)
+                why = (f"{field_path} is not a declared alternative for action type {bad[0]!r}" if declared is None
+                       else f"{value!r} is not one of the declared values of {field_path} ({', '.join(map(repr, declared))})")
+                problems.append(Problem(path, f"route rewrites the agent's intent: {why}; declare it under "
+                                        f"[vocabulary.{bad[0]}.alternatives] in {CONFIG_FILE} if agents may be routed "
+                                        "over it, or arbitrate/deny instead", code="route_rewrites_intent",
+                                        line=head.line, severity=severity))
+    return problems
+
+
 def run_check(snapshot: Snapshot, *, now: datetime | None = None) -> CheckReport:
     report = CheckReport(snapshot.revision)
+    report.problems.extend(check_vocabulary(snapshot))
     policy_set, problems = check_policies(snapshot)
     report.problems.extend(problems)
     report.counts["policies"] = len(snapshot.paths("policies/", ".rego"))

@@ -226,6 +226,44 @@ def decision_bodies(text: str) -> list[Constraints] | None:
     return bodies if bodies else None
 
 
+@dataclass(frozen=True)
+class RouteHead:
+    """A `decisions` rule whose head answers `route`: its params (None when not a constant) and line."""
+
+    line: int
+    params: Any
+    action_types: frozenset[str] | None  # the literal input.action.type values its body requires, if any
+
+
+def route_heads(text: str) -> list[RouteHead]:
+    """Every `decisions contains {"action": "route", "params": …}` head, with constant params parsed."""
+    clean = _strip(text)
+    bodies = decision_bodies(text) or []
+    out: list[RouteHead] = []
+    for n, m in enumerate(re.finditer(r"^decisions\s+contains\s*\{", clean, re.M)):
+        open_at = m.end() - 1
+        end = _closing(clean, open_at)
+        if end < 0:
+            continue
+        head = clean[open_at:end + 1]
+        if not re.search(r'"action"\s*:\s*"route"', head.translate(_SHOW)):
+            continue
+        line = clean.count("\n", 0, m.start()) + 1
+        params: Any = None
+        pm = re.search(r'"params"\s*:\s*\{', head)
+        if pm:
+            p_end = _closing(head, pm.end() - 1)
+            try:
+                params = json.loads(head[pm.end() - 1:p_end + 1].translate(_SHOW))
+            except (ValueError, IndexError):
+                params = None  # computed params: cannot be read statically
+        types = None
+        if n < len(bodies) and "action.type" in bodies[n]:
+            types = frozenset(str(v) for _, v in bodies[n]["action.type"])
+        out.append(RouteHead(line, params, types))
+    return out
+
+
 def _literal(text: str) -> Any:
     return json.loads(text.translate(_SHOW))
 
