@@ -1,7 +1,8 @@
 """A small GitHub on 127.0.0.1: the REST endpoints the bot uses, answering with GitHub's JSON shapes.
 
-Pull requests, labels and comments live in memory; head branches are checked against
-a real bare git repository (the remote the bot pushes to), as GitHub checks its own.
+Pull requests, labels, comments and commit statuses live in memory; head branches and
+the commits a status is set on are checked against a real bare git repository (the
+remote the bot pushes to), as GitHub checks its own.
 Errors are GitHub's: 401 `Bad credentials`, 422 `Validation Failed` with an `errors`
 list, and any answer can be scripted (`fake.script(...)`) to produce a rate limit.
 """
@@ -51,6 +52,7 @@ class FakeGitHub:
         self.owner, self.name, self.token, self.remote = owner, name, token, remote
         self.pulls: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
+        self.statuses: dict[str, list[dict[str, Any]]] = {}  # commit -> statuses, oldest first
         self.requests: list[Request] = []
         self.scripted: list[Scripted] = []
         self._next = 1
@@ -158,6 +160,17 @@ class FakeGitHub:
                     pr["state"] = body["state"]
                 pr["updated_at"] = _now()
                 return 200, pr
+        if len(rest) == 2 and rest[0] == "statuses" and method == "POST":
+            return self._set_status(rest[1], body or {})
+        if len(rest) >= 3 and rest[0] == "commits" and rest[-1] in ("statuses", "status") and method == "GET":
+            ref = "/".join(rest[1:-1])  # a sha, or a branch name, which may hold slashes
+            sha = self._commit_sha(ref)
+            if sha is None:
+                return 422, {"message": f"No commit found for SHA: {ref}", "documentation_url": DOCS,
+                             "status": "422"}
+            if rest[-1] == "status":
+                return 200, self._combined(sha)
+            return 200, self._page(list(reversed(self.statuses.get(sha, []))), query)  # newest first
         if len(rest) == 3 and rest[0] == "issues" and rest[1].isdigit():
             number = int(rest[1])
             if number not in self.pulls:
@@ -202,6 +215,50 @@ class FakeGitHub:
         done = subprocess.run(["git", "--git-dir", str(self.remote), "rev-parse", "--verify", "--quiet",
                                f"refs/heads/{branch}"], capture_output=True, text=True)
         return done.stdout.strip() or None
+
+    def _commit_sha(self, ref: str) -> str | None:
+        """The commit a sha or branch names on the remote, as GitHub resolves `{ref}`."""
+        if self.remote is None:
+            return ref if len(ref) == 40 else None
+        done = subprocess.run(["git", "--git-dir", str(self.remote), "rev-parse", "--verify", "--quiet",
+                               f"{ref}^{{commit}}"], capture_output=True, text=True)
+        return done.stdout.strip() or None
+
+    def _set_status(self, sha: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """`POST /repos/{owner}/{repo}/statuses/{sha}`: GitHub wants a full commit id it has."""
+        full = self._commit_sha(sha) if len(sha) == 40 else None
+        if full is None:
+            return 422, {"message": f"No commit found for SHA: {sha}", "documentation_url": DOCS, "status": "422"}
+        errors = []
+        if body.get("state") not in ("error", "failure", "pending", "success"):
+            errors.append({"resource": "Status", "code": "custom", "field": "state",
+                           "message": "state is not included in the list"})
+        if len(str(body.get("description") or "")) > 140:
+            errors.append({"resource": "Status", "code": "custom", "field": "description",
+                           "message": "description is too long (maximum is 140 characters)"})
+        if errors:
+            return 422, {"message": "Validation Failed", "documentation_url": DOCS, "status": "422", "errors": errors}
+        now = _now()
+        number = sum(len(v) for v in self.statuses.values()) + 1
+        status = {"url": f"{self.url}/repos/{self.owner}/{self.name}/statuses/{full}", "id": number,
+                  "node_id": f"SC_{number}", "state": body["state"], "description": body.get("description"),
+                  "target_url": body.get("target_url"), "context": body.get("context") or "default",
+                  "created_at": now, "updated_at": now,
+                  "creator": {"login": "github-actions[bot]", "type": "Bot"}}
+        self.statuses.setdefault(full, []).append(status)
+        return 201, status
+
+    def _combined(self, sha: str) -> dict[str, Any]:
+        """`GET /repos/{owner}/{repo}/commits/{ref}/status`: the latest status per context, and their sum."""
+        latest: dict[str, dict[str, Any]] = {}
+        for status in self.statuses.get(sha, []):
+            latest[status["context"]] = status
+        states = {s["state"] for s in latest.values()}
+        state = ("failure" if states & {"failure", "error"} else "pending" if "pending" in states or not states
+                 else "success")
+        return {"state": state, "statuses": sorted(latest.values(), key=lambda s: s["context"]), "sha": sha,
+                "total_count": len(latest),
+                "repository": {"full_name": f"{self.owner}/{self.name}"}}
 
     def _create(self, body: dict[str, Any]) -> tuple[int, Any]:
         missing = [k for k in ("title", "head", "base") if not body.get(k)]

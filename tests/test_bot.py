@@ -49,6 +49,7 @@ def seed_repo(path: Path) -> Path:
     for top in ("policies", "shadow_fixtures", "overrides"):
         if (PROJECT / top).is_dir():
             shutil.copytree(PROJECT / top, path / top)
+    shutil.copy(PROJECT / "policyctl.toml", path / "policyctl.toml")
     commit_all(path, "seed policy set")
     return path
 
@@ -301,3 +302,74 @@ def test_pr_merge_without_the_base_checked_out_and_a_conflict_that_moves_nothing
     assert "CONFLICT" in err.value.message
     assert git(repo, "rev-parse", "main") == before and git(repo, "status", "--porcelain") == ""
     assert forge.record(3)["state"] == "open"
+
+
+def _figure(body: str, label: str) -> str:
+    m = re.search(rf"^\| {re.escape(label)} \| (.+) \|$", body, re.M)
+    assert m, f"no row {label!r} in the body"
+    return m.group(1)
+
+
+def test_every_figure_in_a_body_is_what_policyctl_shadow_computes_for_the_branch(
+        opened: tuple[Path, BotRun], capsys: pytest.CaptureFixture[str]) -> None:
+    repo, run = opened
+    forge = LocalForge(repo)
+    new = [a for a in run.actions if a.outcome == "opened"]
+    assert new
+    for a in new:
+        body = forge.record(int(a.pr or 0))["body"]
+        capsys.readouterr()
+        code = main(["shadow", "--repo", str(repo), "--base", "main", "--candidate", f"policyctl/{a.fingerprint}",
+                     "--format", "json"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0 and out["verdict"] == "PASS"
+        t = out["totals"]
+        assert t["events"] > 0, "the evidence sample was replayed"
+        assert f"**{out['verdict']}**" in body
+        assert _figure(body, "prevented: logged failures the candidate decides differently") == (
+            f"**{t['prevented']}** of {t['failures']} ({out['prevented_pct']:.1f}%)")
+        assert _figure(body, "exposed: logged failures it leaves as they were") == str(t["exposed"])
+        assert _figure(body, "collateral: successes changed outside every rule's failure region") == (
+            f"**{t['collateral']}** of {t['successes']} ({out['collateral_pct']:.2f}%; budget "
+            f"{out['max_collateral_pct']:g}%)")
+        assert _figure(body, "in region: successes inside this rule's failure region, changed by design") == str(
+            t["in_region"])
+        assert _figure(body, "fixtures") == f"{t['fixtures_passed']} of {t['fixtures']} pass"
+        assert f"({t['events']} logged events;" in body
+        intro = body.split("\n")[1]
+        assert (f"{t['prevented']} of {t['failures']} logged failures prevented, {t['collateral']} of "
+                f"{t['successes']} successes changed outside the failure region ({out['collateral_pct']:.2f}%)") in intro
+        for dim, counts in out["blast_radius"].items():
+            row = _figure(body, dim.replace("_", " "))
+            for key, n in list(counts.items())[:8]:
+                assert f"`{key}` {n}" in row
+
+
+class OverreachingDrafter:
+    """A drafter that claims its draft verified: a rule denying every file share, which no honest
+    verification would pass. The bot's own replay must still keep it from becoming a pull request."""
+
+    name = "overreach"
+
+    def draft(self, ev: Any, *, base: Any, base_snapshot: Any, taken: set[str]) -> Any:
+        from policyctl.draft.induce import make_draft
+        from policyctl.draft.model import Condition
+        from policyctl.model.config import Vocabulary
+
+        if ev.kind != "action":
+            return "this drafter only drafts actions"
+        d = make_draft(ev, [[Condition("kind", "==", "action"), Condition("action.type", "==", "file_share")]],
+                       taken=taken, vocabulary=Vocabulary(), label="overreach")
+        d.verified = True
+        d.verification = {"holdout": {"events": 1, "prevented": 1, "prevented_pct": 100.0}}
+        return d
+
+
+def test_a_draft_whose_replay_fails_is_never_opened(tmp_path: Path, logs: dict[str, Path]) -> None:
+    repo = seed_repo(tmp_path / "repo")
+    before = refs(repo)
+    run = bot(repo, logs["a"], drafter=OverreachingDrafter())
+    drafted = [a for a in run.actions if a.outcome not in ("already-prevented", "not-drafted")]
+    assert drafted and all(a.outcome == "not-verified" and "replay fails" in a.detail for a in drafted), [
+        (a.outcome, a.detail) for a in drafted]
+    assert LocalForge(repo).by_state("all") == [] and refs(repo) == before

@@ -13,7 +13,7 @@ from fake_github import FakeGitHub
 from test_bot import seed_repo, simulate_logs
 
 from policyctl.bot import run_bot
-from policyctl.bot.forge import ForgeError
+from policyctl.bot.forge import ForgeError, combined_state, latest_statuses
 from policyctl.bot.github import GitHubForge
 from policyctl.bot.state import read_marker
 from policyctl.cli.main import main
@@ -175,6 +175,49 @@ def test_other_refusals_say_what_to_fix(remote: tuple[Path, Path], fake: FakeGit
                        client=httpx.Client(timeout=2))
     with pytest.raises(ForgeError, match="cannot reach the GitHub API at http://127.0.0.1:9"):
         down.open_bot_prs()
+
+
+def test_commit_statuses_are_set_and_read_back_through_the_api(remote: tuple[Path, Path], fake: FakeGitHub) -> None:
+    _, clone = remote
+    forge = forge_for(clone, fake)
+    sha = push(forge, clone, "policyctl/x")
+    forge.set_status(sha, state="pending", description="replaying the draft")
+    forge.set_status(sha, state="failure", description="FAIL: 1 fixture(s) fail; " + "collateral " * 30,
+                     target_url="https://ci.example/run/7")
+    forge.set_status(sha, state="success", description="lint", context="policyctl/lint")
+    posted = [r for r in fake.requests if r.method == "POST" and r.path == f"/repos/acme/policies/statuses/{sha}"]
+    assert [r.body["state"] for r in posted] == ["pending", "failure", "success"]
+    assert posted[0].body == {"state": "pending", "description": "replaying the draft", "context": "policyctl/shadow"}
+    assert len(posted[1].body["description"]) == 140 and posted[1].body["description"].endswith("…")
+    assert posted[1].body["target_url"] == "https://ci.example/run/7"
+
+    statuses = forge.statuses(sha)  # GET /repos/{o}/{r}/commits/{ref}/statuses: newest first
+    assert [(st.context, st.state) for st in statuses] == [("policyctl/lint", "success"),
+                                                          ("policyctl/shadow", "failure"),
+                                                          ("policyctl/shadow", "pending")]
+    assert [st.state for st in latest_statuses(statuses)] == ["success", "failure"]
+    assert combined_state(statuses) == "failure"
+    combined = httpx.get(f"{fake.url}/repos/acme/policies/commits/policyctl/x/status",  # by branch, as GitHub allows
+                         headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert (combined["state"], combined["sha"], combined["total_count"]) == ("failure", sha, 2)
+    forge.set_status(sha, state="success", description="PASS")
+    assert combined_state(forge.statuses(sha)) == "success"
+
+
+def test_commit_status_refusals_say_what_to_fix(remote: tuple[Path, Path], fake: FakeGitHub) -> None:
+    _, clone = remote
+    forge = forge_for(clone, fake)
+    with pytest.raises(ForgeError, match="expected one of pending, success, failure, error"):
+        forge.set_status("0" * 40, state="green", description="")
+    assert fake.requests == []  # refused before asking GitHub
+    with pytest.raises(ForgeError, match="422 No commit found for SHA: " + "1" * 40):
+        forge.set_status("1" * 40, state="success", description="PASS")
+    sha = push(forge, clone, "policyctl/x")
+    fake.script(403, {"message": "Resource not accessible by integration"}, path_part="/statuses/")
+    with pytest.raises(ForgeError, match="403 Resource not accessible by integration.*statuses: write"):
+        forge.set_status(sha, state="success", description="PASS")
+    with pytest.raises(ForgeError, match="401 Bad credentials"):
+        forge_for(clone, fake, token="wrong").set_status(sha, state="success", description="PASS")
 
 
 def test_bot_run_on_github_opens_once_then_stays_quiet(remote: tuple[Path, Path], fake: FakeGitHub, tmp_path: Path,

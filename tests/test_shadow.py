@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -233,7 +234,7 @@ def test_workflows_pass_real_linters(workflow: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     text = path.read_text()
     for line in text.splitlines():
-        if "uses:" in line:
+        if re.match(r"^\s*(-\s*)?uses:", line):
             ref = line.split("@", 1)[1].split()[0]
             assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), f"{line.strip()}: not pinned to a commit"
 

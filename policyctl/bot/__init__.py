@@ -29,6 +29,7 @@ from policyctl.bot.forge import (
     PullRequest,
     make_forge,
 )
+from policyctl.draft import Drafter
 from policyctl.errors import UsageError
 
 __all__ = ["BRANCH_PREFIX", "DEFAULT_AUTHOR", "FORGES", "BotRun", "ClusterAction", "Forge", "ForgeConfig",
@@ -162,7 +163,7 @@ def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str, e
 
 
 def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main", author: str = DEFAULT_AUTHOR,
-            max_prs: int | None = None, dry_run: bool = False, embedder: str = "minilm", drafter: str = "induce",
+            max_prs: int | None = None, dry_run: bool = False, embedder: str = "minilm", drafter: str | Drafter = "induce",
             labels: Sequence[str] = ("policyctl",), jobs: int = 1, min_size: int = 5,
             progress: Progress | None = None, report_dir: Path | None = None) -> BotRun:
     """Cluster `logs`, draft and verify, and keep one branch and pull request per systemic cluster on `forge`.
@@ -206,7 +207,7 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     events = _cluster_events(systemic, logs)
     base_pipeline = build_pipeline(base_snap, "base")
     digest = inputs_digest(logs, base_sha=base_sha, options={
-        "embedder": embedder, "drafter": drafter, "min_size": min_size, "author": identity, "provider": forge.name})
+        "embedder": embedder, "drafter": getattr(drafter, "name", drafter), "min_size": min_size, "author": identity, "provider": forge.name})
 
     actions: dict[str, ClusterAction] = {}
     prs: dict[str, PullRequest | None] = {}

@@ -394,7 +394,7 @@ def _reproduce(d: Draft, ctx: BodyContext) -> list[str]:
 
 def render_body(d: Draft, ctx: BodyContext) -> str:
     """The Markdown body of the pull request for draft `d`; starts with the cluster marker."""
-    marker = Marker(d.fingerprint, ctx.size, ctx.inputs).render()
+    marker = Marker(d.fingerprint, ctx.size, ctx.inputs, base=ctx.base_sha).render()
     f = shadow_figures(ctx.report)
     intro = (f"The policyctl bot drafted `{d.name}` from **{ctx.size} failures** of one systemic cluster in "
              f"the exported logs. Replayed against `{ctx.base}` ({ctx.base_sha[:12]}): **{f['verdict']}**, "

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 from policyctl.errors import PolicyctlError
 
 BRANCH_PREFIX = "policyctl/"
+STATUS_CONTEXT = "policyctl/shadow"  # the check a branch protection rule requires (docs/bot.md)
+STATUS_STATES = ("pending", "success", "failure", "error")
+MAX_STATUS_DESCRIPTION = 140  # GitHub refuses longer descriptions
 
 
 class ForgeError(PolicyctlError):
@@ -43,6 +46,56 @@ class PullRequest:
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "title": self.title, "head": self.head, "base": self.base,
                 "state": self.state, "merged": self.merged, "labels": self.labels, "url": self.url}
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """One commit status: a check's state on a commit, as GitHub's commit statuses API has it."""
+
+    state: str  # pending | success | failure | error
+    context: str = STATUS_CONTEXT
+    description: str = ""
+    target_url: str = ""
+    created_at: str = ""
+
+    @property
+    def failing(self) -> bool:
+        return self.state in ("failure", "error")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "context": self.context, "description": self.description,
+                "target_url": self.target_url, "created_at": self.created_at}
+
+
+def check_status(state: str, description: str) -> str:
+    """The description as a forge takes it (at most 140 characters); ForgeError for a state no forge knows."""
+    if state not in STATUS_STATES:
+        raise ForgeError(f"commit status state {state!r}: expected one of {', '.join(STATUS_STATES)}")
+    description = " ".join(description.split())
+    if len(description) > MAX_STATUS_DESCRIPTION:
+        description = description[: MAX_STATUS_DESCRIPTION - 1].rstrip() + "…"
+    return description
+
+
+def latest_statuses(statuses: list[CommitStatus]) -> list[CommitStatus]:
+    """The newest status of each context (`statuses` newest first), as GitHub shows them on a commit."""
+    seen: dict[str, CommitStatus] = {}
+    for status in statuses:
+        seen.setdefault(status.context, status)
+    return sorted(seen.values(), key=lambda st: st.context)
+
+
+def combined_state(statuses: list[CommitStatus]) -> str | None:
+    """GitHub's combined state of a commit: failure when a context's latest is failure or error, pending
+    when one is pending, success when all are; None with no status at all."""
+    latest = latest_statuses(statuses)
+    if not latest:
+        return None
+    if any(st.failing for st in latest):
+        return "failure"
+    if any(st.state == "pending" for st in latest):
+        return "pending"
+    return "success"
 
 
 class Forge(Protocol):
@@ -84,6 +137,12 @@ class Forge(Protocol):
 
     def open_bot_prs(self, prefix: str = BRANCH_PREFIX) -> list[PullRequest]:
         """Open pull requests whose head branch starts with `prefix`."""
+        ...
+
+    def set_status(self, sha: str, *, state: str, description: str, context: str = STATUS_CONTEXT,
+                   target_url: str = "") -> None:
+        """Record a commit status on `sha` (pending, success, failure or error; the description is cut to
+        140 characters): the required check a bot pull request carries whichever token opened it."""
         ...
 
 

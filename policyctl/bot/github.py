@@ -1,10 +1,14 @@
-"""The GitHub forge: pull requests over GitHub's REST API (httpx), branches pushed to a git remote.
+"""The GitHub forge: pull requests and commit statuses over GitHub's REST API (httpx); branches on a git remote.
 
 The only module of the bot that talks to GitHub: httpx errors and GitHub's error answers
 become ForgeError messages that say what to fix (401: the token; 403/429: the rate
 limit and when it resets; 422: GitHub's own validation message). The token comes from
 GITHUB_TOKEN and the API from GITHUB_API_URL (default https://api.github.com), so tests
 point it at a server on 127.0.0.1.
+
+A commit status (`POST /repos/{o}/{r}/statuses/{sha}`, context `policyctl/shadow`) is
+the check a pull request carries even when it was opened with the workflow's own
+GITHUB_TOKEN, whose pull requests trigger no other workflow (so CI does not run).
 
 Git over HTTPS gets the same token for the one fetch or push that needs it, as an
 `http.<server>/.extraheader` passed through GIT_CONFIG_* environment variables: it is
@@ -25,12 +29,21 @@ import httpx
 
 from policyctl import __version__
 from policyctl import repo as gitrepo
-from policyctl.bot.forge import BRANCH_PREFIX, ForgeConfig, ForgeError, PullRequest
+from policyctl.bot.forge import (
+    BRANCH_PREFIX,
+    STATUS_CONTEXT,
+    CommitStatus,
+    ForgeConfig,
+    ForgeError,
+    PullRequest,
+    check_status,
+)
 
 DEFAULT_API = "https://api.github.com"
 MAX_WAIT = 60.0  # a rate limit that lifts within this many seconds is waited out, once
 PER_PAGE = 100
 MAX_PAGES = 50
+WRITE_PERMISSIONS = "contents: write and pull-requests: write"
 
 
 class GitHubForge:
@@ -71,7 +84,7 @@ class GitHubForge:
     # ------------------------------------------------------------------ HTTP
 
     def _request(self, method: str, path: str, *, what: str, params: Mapping[str, Any] | None = None,
-                 json: Any = None) -> Any:
+                 json: Any = None, needs: str = WRITE_PERMISSIONS) -> Any:
         url = f"{self.api_url}{path}"
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": "2022-11-28", "User-Agent": f"policyctl/{__version__}"}
@@ -87,7 +100,7 @@ class GitHubForge:
             if wait is not None and attempt == 0 and wait <= self.max_wait:
                 self.sleep(max(wait, 0.0))
                 continue
-            raise self._error(resp, method, path, what, wait)
+            raise self._error(resp, method, path, what, wait, needs)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _rate_limit_wait(self, resp: httpx.Response) -> float | None:
@@ -109,13 +122,14 @@ class GitHubForge:
             return 60.0  # GitHub's advice for a secondary limit without headers: wait at least a minute
         return None
 
-    def _error(self, resp: httpx.Response, method: str, path: str, what: str, wait: float | None) -> ForgeError:
+    def _error(self, resp: httpx.Response, method: str, path: str, what: str, wait: float | None,
+               needs: str = WRITE_PERMISSIONS) -> ForgeError:
         status = resp.status_code
         message = _message(resp)
         where = f"{method} {path}"
         if status == 401:
             return ForgeError(f"GitHub rejected the token (401 {message or 'Bad credentials'}) to {what} ({where}): "
-                              "set GITHUB_TOKEN to a valid token with contents: write and pull-requests: write")
+                              f"set GITHUB_TOKEN to a valid token with {needs}")
         if wait is not None:
             when = datetime.fromtimestamp(self.clock() + wait, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
             remaining = resp.headers.get("x-ratelimit-remaining")
@@ -125,8 +139,7 @@ class GitHubForge:
                               f"while trying to {what}; it lifts at {when} (in {_duration(wait)}); run again then")
         if status == 403:
             return ForgeError(f"GitHub refused to {what} (403 {message}) ({where}): the token needs "
-                              "contents: write and pull-requests: write on "
-                              f"{self.slug} (in a workflow: `permissions:`)")
+                              f"{needs} on {self.slug} (in a workflow: `permissions:`)")
         if status == 404:
             return ForgeError(f"GitHub has no {where} (404 {message}): check --github-repo {self.slug} and that the "
                               "token can see that repository")
@@ -135,10 +148,12 @@ class GitHubForge:
                               f"{_validation(resp) or 'no details given'}")
         return ForgeError(f"GitHub answered {status} {message} to {where} while trying to {what}")
 
-    def _pages(self, path: str, *, what: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _pages(self, path: str, *, what: str, params: Mapping[str, Any],
+               needs: str = WRITE_PERMISSIONS) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for page in range(1, MAX_PAGES + 1):
-            batch = self._request("GET", path, what=what, params={**params, "per_page": PER_PAGE, "page": page})
+            batch = self._request("GET", path, what=what, params={**params, "per_page": PER_PAGE, "page": page},
+                                  needs=needs)
             if not isinstance(batch, list):
                 raise ForgeError(f"GitHub answered GET {path} with {type(batch).__name__}, not a list")
             out.extend(batch)
@@ -217,6 +232,24 @@ class GitHubForge:
     def open_bot_prs(self, prefix: str = BRANCH_PREFIX) -> list[PullRequest]:
         found = self._pages(f"/repos/{self.slug}/pulls", what="list open pull requests", params={"state": "open"})
         return [self._pr(p) for p in found if str((p.get("head") or {}).get("ref", "")).startswith(prefix)]
+
+    # ------------------------------------------------------------------ commit statuses
+
+    def set_status(self, sha: str, *, state: str, description: str, context: str = STATUS_CONTEXT,
+                   target_url: str = "") -> None:
+        payload = {"state": state, "description": check_status(state, description), "context": context}
+        if target_url:
+            payload["target_url"] = target_url
+        self._request("POST", f"/repos/{self.slug}/statuses/{sha}", what=f"set the {context} status on {sha[:12]}",
+                      json=payload, needs="statuses: write")
+
+    def statuses(self, sha: str) -> list[CommitStatus]:
+        """The statuses set on commit `sha`, newest first (`GET /repos/{o}/{r}/commits/{ref}/statuses`)."""
+        found = self._pages(f"/repos/{self.slug}/commits/{sha}/statuses", what=f"read the statuses of {sha[:12]}",
+                            params={}, needs="statuses: read")
+        return [CommitStatus(state=str(st.get("state") or ""), context=str(st.get("context") or "default"),
+                             description=str(st.get("description") or ""), target_url=str(st.get("target_url") or ""),
+                             created_at=str(st.get("created_at") or "")) for st in found]
 
 
 def _message(resp: httpx.Response) -> str:

@@ -1,9 +1,12 @@
 """The local forge: real branches in the repository, pull requests as JSON files under its git directory.
 
 `<git dir>/policyctl/pulls/<n>.json` holds one pull request: title, body, head and base
-branch, state, labels, comments, and once merged the merge commit. `policyctl pr`
-lists, shows, merges (a real `git merge` into the base branch) and closes them, so a
-team without GitHub reviews the bot's drafts the same way.
+branch, state, labels, comments, and once merged the merge commit and the replay that
+gated it. `<git dir>/policyctl/statuses/<commit>.json` holds the commit statuses set on
+a commit (the bot's own replay of each draft), oldest first. `policyctl pr` lists,
+shows, diffs, merges (a real `git merge` into the base branch, after a replay at the
+current base: `policyctl.bot.gate`) and closes them, so a team without GitHub reviews
+the bot's drafts the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from policyctl import repo as gitrepo
-from policyctl.bot.forge import BRANCH_PREFIX, ForgeError, PullRequest
+from policyctl.bot.forge import (
+    BRANCH_PREFIX,
+    STATUS_CONTEXT,
+    CommitStatus,
+    ForgeError,
+    PullRequest,
+    check_status,
+)
 from policyctl.bot.state import read_marker
+from policyctl.errors import RepoError
 
 Clock = Callable[[], datetime]
 MERGER = ("policyctl", "policyctl@localhost")
@@ -39,7 +50,9 @@ class LocalForge:
     def __init__(self, repo: Path, *, clock: Clock = _utcnow) -> None:
         self.repo = Path(repo)
         self.clock = clock
-        self.pulls = gitrepo.git_dir(self.repo) / "policyctl" / "pulls"
+        state = gitrepo.git_dir(self.repo) / "policyctl"
+        self.pulls = state / "pulls"
+        self.statuses_dir = state / "statuses"
 
     # ------------------------------------------------------------------ records
 
@@ -80,9 +93,7 @@ class LocalForge:
             with open(path, "x") as f:  # two runs racing for one number: the second fails, never overwrites
                 f.write(text)
             return
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        _replace(path, text)
 
     @staticmethod
     def _pr(record: dict[str, Any]) -> PullRequest:
@@ -150,6 +161,46 @@ class LocalForge:
         return [self._pr(r) for r in self.records()
                 if r.get("state") == "open" and str(r.get("head", "")).startswith(prefix)]
 
+    def set_status(self, sha: str, *, state: str, description: str, context: str = STATUS_CONTEXT,
+                   target_url: str = "") -> None:
+        description = check_status(state, description)
+        try:
+            full = gitrepo.resolve(self.repo, sha)
+        except RepoError as exc:
+            raise ForgeError(f"cannot set a status on {sha}: {exc.message}") from exc
+        path = self.statuses_dir / f"{full}.json"
+        entries = self._status_entries(path)
+        entries.append({"state": state, "context": context, "description": description,
+                        "target_url": target_url, "created_at": _iso(self.clock())})
+        self.statuses_dir.mkdir(parents=True, exist_ok=True)
+        _replace(path, json.dumps(entries, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ commit statuses
+
+    def statuses(self, sha: str) -> list[CommitStatus]:
+        """The statuses set on commit `sha`, newest first (as GitHub lists them)."""
+        try:
+            full = gitrepo.resolve(self.repo, sha)
+        except RepoError:
+            return []
+        entries = self._status_entries(self.statuses_dir / f"{full}.json")
+        return [CommitStatus(state=str(e.get("state", "")), context=str(e.get("context", STATUS_CONTEXT)),
+                             description=str(e.get("description", "")), target_url=str(e.get("target_url", "")),
+                             created_at=str(e.get("created_at", "")))
+                for e in reversed(entries) if isinstance(e, dict)]
+
+    @staticmethod
+    def _status_entries(path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ForgeError(f"{path}: unreadable commit statuses ({exc}); fix or delete the file") from exc
+        if not isinstance(data, list):
+            raise ForgeError(f"{path}: not a list of commit statuses; fix or delete the file")
+        return data
+
     # ------------------------------------------------------------------ review: `policyctl pr`
 
     def by_state(self, state: str = "open") -> list[dict[str, Any]]:
@@ -167,31 +218,55 @@ class LocalForge:
             return "merged"
         return "open" if record.get("state") == "open" else "closed"
 
-    def merge(self, number: int, *, author: tuple[str, str] | None = None) -> dict[str, Any]:
-        """Merge the pull request's branch into its base with a real merge commit; the updated record."""
+    def merge(self, number: int, *, author: tuple[str, str] | None = None, notes: str = "", expected: str | None = None,
+              check: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Merge the pull request's branch into its base with a real merge commit; the updated record.
+
+        No replay happens here: `policyctl pr merge` goes through `policyctl.bot.gate`, which
+        replays first and passes what it found as `notes` (appended to the merge commit's
+        message) and `check` (kept in the record as `merge_check`).
+        """
         record = self.record(number)
         if record.get("state") != "open":
             raise ForgeError(f"pull request #{number} is {self.status(record)}; only an open one can be merged")
         head, base = str(record["head"]), str(record["base"])
         who = author or gitrepo.user_identity(self.repo) or MERGER
         message = f"Merge pull request #{number} from {head}\n\n{record.get('title', '')}"
-        sha = gitrepo.merge_branch(self.repo, base, head, message, author=who)
+        if notes.strip():
+            message += "\n\n" + notes.strip()
+        sha = gitrepo.merge_branch(self.repo, base, head, message, author=who, expected=expected)
         now = _iso(self.clock())
         record.update({"state": "closed", "merged": True, "merged_at": now, "merge_commit": sha,
                        "merged_by": f"{who[0]} <{who[1]}>", "updated_at": now})
+        if check is not None:
+            record["merge_check"] = check
         self._write(record)
         return record
 
-    def close(self, number: int) -> dict[str, Any]:
-        """Close without merging: the bot then ignores the cluster until it at least doubles."""
+    def close(self, number: int, *, reason: str = "") -> dict[str, Any]:
+        """Close without merging: the bot then ignores the cluster until it at least doubles.
+
+        A `reason` is left as a comment and kept in the record as `close_reason`.
+        """
         record = self.record(number)
         if record.get("state") != "open":
             raise ForgeError(f"pull request #{number} is already {self.status(record)}")
         now = _iso(self.clock())
         record.update({"state": "closed", "merged": False, "closed_at": now, "updated_at": now})
+        reason = reason.strip()
+        if reason:
+            record["close_reason"] = reason
+            record.setdefault("comments", []).append({"body": f"Closed without merging: {reason}", "created_at": now})
         marker = read_marker(str(record.get("body", "")))
         if marker is not None:
             record["ignored"] = {"cluster": marker.fingerprint, "size": marker.size,
                                  "until_size": 2 * marker.size}
         self._write(record)
         return record
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically: a reader sees the old file or the new one, never half."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -4,10 +4,12 @@ The bot keeps no state file of its own: a scheduled run in CI starts from a fres
 checkout, so anything it must remember lives on the forge (for the local forge, in the
 repository's pull request records). The body of every bot pull request starts with
 
-    <!-- policyctl:cluster=<fingerprint> size=<failures> -->
+    <!-- policyctl:cluster=<fingerprint> size=<failures> inputs=<digest> base=<commit> -->
 
 so a pull request closed without merging says which cluster it answered and how big
-that cluster was: the cluster is ignored until it has at least doubled. A comment the
+that cluster was: the cluster is ignored until it has at least doubled. `base` is the
+commit the draft was verified against, so `policyctl pr merge` can tell that the base
+moved since and say so while it verifies again. A comment the
 bot leaves on a branch a person pushed to carries the tip it saw, so it is left once.
 """
 
@@ -23,8 +25,12 @@ from typing import Any
 from policyctl.bot.forge import PullRequest
 from policyctl.errors import InputError
 
+# fields after size are key=value in any order; unknown ones are skipped, so a body written by a
+# newer policyctl still parses
 _MARKER = re.compile(r"<!--\s*policyctl:cluster=(?P<fp>[A-Za-z0-9._-]+)\s+size=(?P<size>\d+)"
-                     r"(?:\s+inputs=(?P<inputs>[0-9a-f]+))?\s*-->")
+                     r"(?P<rest>(?:\s+[a-z_]+=[^\s<>]*)*)\s*-->")
+_FIELD = re.compile(r"([a-z_]+)=([^\s<>]*)")
+_HEX = re.compile(r"[0-9a-f]+")
 _HUMAN = re.compile(r"<!--\s*policyctl:human-commits\s+tip=(?P<sha>[0-9a-f]{7,40})\s*-->")
 GROWTH = 2  # a rejected cluster comes back once it is this many times bigger
 BODY_FORMAT = 1  # bump when the body changes shape, so open pull requests are redrawn once
@@ -34,21 +40,29 @@ BODY_FORMAT = 1  # bump when the body changes shape, so open pull requests are r
 class Marker:
     """The cluster a bot pull request answers, its size when the body was last written, and a digest of
     everything the draft and body were made from (logs, base commit, options), so the same inputs
-    again are recognised without drafting anew."""
+    again are recognised without drafting anew, and the base commit the draft was verified
+    against (empty in bodies written before it was recorded)."""
 
     fingerprint: str
     size: int
     inputs: str = ""
+    base: str = ""
 
     def render(self) -> str:
         inputs = f" inputs={self.inputs}" if self.inputs else ""
-        return f"<!-- policyctl:cluster={self.fingerprint} size={self.size}{inputs} -->"
+        base = f" base={self.base}" if self.base else ""
+        return f"<!-- policyctl:cluster={self.fingerprint} size={self.size}{inputs}{base} -->"
 
 
 def read_marker(body: str) -> Marker | None:
     """The marker in a pull request body, or None when there is none (not the bot's, or edited away)."""
     m = _MARKER.search(body or "")
-    return Marker(m.group("fp"), int(m.group("size")), m.group("inputs") or "") if m else None
+    if m is None:
+        return None
+    fields = dict(_FIELD.findall(m.group("rest") or ""))
+    inputs, base = fields.get("inputs", ""), fields.get("base", "")
+    return Marker(m.group("fp"), int(m.group("size")), inputs if _HEX.fullmatch(inputs) else "",
+                  base if _HEX.fullmatch(base) else "")
 
 
 def inputs_digest(logs: list[Path], *, base_sha: str, options: dict[str, Any]) -> str:

@@ -385,13 +385,15 @@ def _redact(remote: str) -> str:
     return re.sub(r"//[^/@]+@", "//***@", remote)
 
 
-def merge_branch(repo_path: str | Path, base: str, branch: str, message: str, *, author: tuple[str, str]) -> str:
+def merge_branch(repo_path: str | Path, base: str, branch: str, message: str, *, author: tuple[str, str],
+                 expected: str | None = None) -> str:
     """Merge `branch` into the branch `base` with a merge commit; the new commit id of `base`.
 
     When `base` is checked out in the working tree this is `git merge --no-ff` there, so
     the tree follows; otherwise the merge is computed without a working tree
     (`git merge-tree --write-tree`) and `base` is moved by compare-and-swap. A conflict
-    moves nothing and names the conflicting files.
+    moves nothing and names the conflicting files. With `expected`, `base` must still be
+    at that commit (what a gate checked), or nothing moves.
     """
     name, email = author
     env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
@@ -404,6 +406,9 @@ def merge_branch(repo_path: str | Path, base: str, branch: str, message: str, *,
             raise RepoError(f"no branch {base!r} in {repo.working_dir or repo.git_dir}")
         if head_sha is None:
             raise RepoError(f"no branch {branch!r} in {repo.working_dir or repo.git_dir}")
+        if expected is not None and base_sha != expected:
+            raise RepoError(f"cannot merge {branch} into {base}: {base} moved to {base_sha[:12]} while it was "
+                            f"being checked (expected {expected[:12]}); run the merge again")
         checked_out = ""
         if not repo.bare:
             try:
@@ -420,19 +425,60 @@ def merge_branch(repo_path: str | Path, base: str, branch: str, message: str, *,
                     repo.git.merge("--abort")
                 raise _git_error(f"cannot merge {branch} into {base} in {repo.working_dir}", exc) from exc
             return str(_ref_sha(repo, ref))
+        sha = _merge_commit(repo, base_sha, head_sha, message, env, what=f"{branch} into {base}")
         try:
-            tree = repo.git.merge_tree("--write-tree", "--name-only", base_sha, head_sha).splitlines()[0]
-        except git.GitCommandError as exc:
-            lines = (exc.stdout or "").strip("'\n ").replace("stdout: ", "").splitlines()
-            files = [ln for ln in lines[1:] if ln and not ln.startswith(("Auto-merging", "CONFLICT"))]
-            raise RepoError(f"cannot merge {branch} into {base}: conflicts in {', '.join(files) or 'some files'}; "
-                            "update the branch first") from exc
-        try:
-            sha = str(repo.git.commit_tree(tree, "-p", base_sha, "-p", head_sha, "-m", message, env=env))
             repo.git.update_ref("-m", f"merge {branch}", ref, sha, base_sha)
         except git.GitCommandError as exc:
             raise _git_error(f"cannot merge {branch} into {base}", exc) from exc
         return sha
+
+
+class MergeConflict(RepoError):
+    """Two commits do not merge cleanly; `files` are the conflicting paths."""
+
+    code = "merge_conflict"
+
+    def __init__(self, message: str, files: list[str]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+def _merge_commit(repo: git.Repo, base_sha: str, head_sha: str, message: str, env: dict[str, str], *,
+                  what: str) -> str:
+    try:
+        tree = repo.git.merge_tree("--write-tree", "--name-only", base_sha, head_sha).splitlines()[0]
+    except git.GitCommandError as exc:
+        lines = (exc.stdout or "").strip("'\n ").replace("stdout: ", "").splitlines()
+        files = sorted({ln for ln in lines[1:] if ln and not ln.startswith(("Auto-merging", "CONFLICT"))})
+        raise MergeConflict(f"cannot merge {what}: conflicts in {', '.join(files) or 'some files'}; "
+                            "update the branch first", files) from exc
+    try:
+        return str(repo.git.commit_tree(tree, "-p", base_sha, "-p", head_sha, "-m", message, env=env))
+    except git.GitCommandError as exc:
+        raise _git_error(f"cannot merge {what}", exc) from exc
+
+
+def preview_merge(repo_path: str | Path, base_sha: str, head_sha: str, message: str, *,
+                  author: tuple[str, str]) -> str:
+    """The merge commit of `head_sha` into `base_sha`, written to the object store with no ref moved:
+    what the base would become. Raises MergeConflict naming the files."""
+    name, email = author
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    with open_repo(repo_path) as repo:
+        return _merge_commit(repo, base_sha, head_sha, message, env, what=f"{head_sha[:12]} into {base_sha[:12]}")
+
+
+def diff(repo_path: str | Path, old: str, new: str | None = None, *, stat: bool = False, color: bool = False) -> str:
+    """`git diff OLD [NEW]` (OLD may be `a...b`), as text."""
+    args = ["--color=always" if color else "--no-color"] + (["--stat"] if stat else []) + [old]
+    if new:
+        args.append(new)
+    with open_repo(repo_path) as repo:
+        try:
+            return str(repo.git.diff(*args, "--"))
+        except git.GitCommandError as exc:
+            raise _git_error(f"cannot diff {old} {new or ''}".strip(), exc) from exc
 
 
 def user_identity(repo_path: str | Path) -> tuple[str, str] | None:
