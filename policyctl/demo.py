@@ -117,6 +117,8 @@ def run_demo(out: Path, *, events: int = 10_000, embedder: str = "minilm", keep_
     for top in ("policies", "overrides", "shadow_fixtures"):
         if (root / top).is_dir():
             shutil.copytree(root / top, repo / top, ignore=shutil.ignore_patterns("__pycache__"))
+    if (root / "policyctl.toml").is_file():  # the vocabulary: which fields a route may change
+        shutil.copy(root / "policyctl.toml", repo / "policyctl.toml")
     demo.git(repo, "add", "-A")
     demo.git(repo, "commit", "-qm", "policy set from the policyctl project")
     original = demo.git(repo, "rev-parse", "HEAD")
@@ -189,6 +191,22 @@ def _loop(demo: Demo, repo: Path, logs: Path, url: str, original: str) -> dict[s
 
     demo.step(f"review and merge the {len(open_prs)} pull requests")
     demo.run("pr", "list", "--repo", str(repo), quiet=False)
+    figures = {}
+    for pr in open_prs:
+        # what the pull request's body reports, recomputed as a reviewer would: the same replay
+        shadow = demo.run("shadow", "--repo", str(repo), "--base", "main", "--candidate", str(pr["head"]),
+                          "--format", "json", check=False)
+        try:
+            r = json.loads(shadow.stdout)
+        except ValueError as exc:
+            raise DemoError(f"policyctl shadow for #{pr['number']} printed no JSON: {shadow.stderr[-500:]}") from exc
+        t = r["totals"]
+        figures[pr["number"]] = {"verdict": r["verdict"], "prevented": t["prevented"], "failures": t["failures"],
+                                 "collateral": t["collateral"], "successes": t["successes"],
+                                 "collateral_pct": r["collateral_pct"], "in_region": t["in_region"]}
+        say(f"    #{pr['number']} {pr['head']}: {r['verdict']}, {t['prevented']} of {t['failures']} logged failures "
+            f"prevented, {t['collateral']} of {t['successes']} successes changed outside the failure region "
+            f"({r['collateral_pct']:.2f}%)")
     for pr in open_prs:
         demo.run("pr", "merge", str(pr["number"]), "--repo", str(repo))
     head = demo.git(repo, "rev-parse", "main")
@@ -209,7 +227,9 @@ def _loop(demo: Demo, repo: Path, logs: Path, url: str, original: str) -> dict[s
     demo.step("the same day through the policies before the merge, to count what the new rules changed")
     demo.run("simulate", "--world", "demo", "--events", n, "--seed", "2", "--repo", str(repo), "--ref", original,
              "-o", str(without), "-q")
-    return _results(demo, day1, day2, without, report, repo, open_prs)
+    result = _results(demo, day1, day2, without, report, repo, open_prs)
+    result["pull_request_figures"] = figures
+    return result
 
 
 def _results(demo: Demo, day1: Path, day2: Path, without: Path, report: Path, repo: Path,
@@ -226,18 +246,21 @@ def _results(demo: Demo, day1: Path, day2: Path, without: Path, report: Path, re
                      "day2": a, "day2_pct": 100 * a / len(t2)})
     sys_w = sum(1 for f in tw.values() if f)
     sys_1 = sum(1 for f in t1.values() if f)
-    sys_2 = sum(1 for f in t2.values() if f)
+    diverted = sum(1 for s in s2.values() if s == "diverted")  # a route that rewrote intent is no fix
+    sys_2 = sum(1 for f in t2.values() if f) + diverted
     ok_without = [i for i, s in sw.items() if s == "ok"]
     newly_denied = sum(1 for i in ok_without if s2.get(i) == "denied")
+    lost = sum(1 for i in ok_without if s2.get(i) != "ok")
     say = demo.say
     say("\nPer fault: share of interactions that failed")
     say(f"  {'fault':28s} {'day 1':>8s} {'day 2 without':>14s} {'day 2 with':>11s}")
     for r in rows:
         say(f"  {r['fault']:28s} {r['day1_pct']:7.2f}% {100 * r['day2_without'] / len(tw):13.2f}% {r['day2_pct']:10.2f}%")
     drop = 100 * (1 - sys_2 / sys_w) if sys_w else 0.0
-    say(f"\nSystemic failures on day 2: {sys_w} without the new rules, {sys_2} with them: down {drop:.1f}%")
-    say(f"Collateral: {newly_denied} of {len(ok_without)} interactions that worked without the new rules are now "
-        f"denied ({100 * newly_denied / max(len(ok_without), 1):.2f}%)")
+    say(f"\nSystemic failures on day 2: {sys_w} without the new rules, {sys_2} with them "
+        f"({diverted} diverted): down {drop:.1f}%")
+    say(f"Collateral: {lost} of {len(ok_without)} interactions that worked without the new rules do not now "
+        f"({100 * lost / max(len(ok_without), 1):.2f}%; {newly_denied} denied)")
     counts = Counter(s2.values())
     say(f"Day 2 outcomes: {dict(counts.most_common())}")
     say(f"\nCluster report: {report}")
@@ -245,6 +268,7 @@ def _results(demo: Demo, day1: Path, day2: Path, without: Path, report: Path, re
     say(f"Decision logs: {demo.out / 'decision-logs'}   gateway log: {demo.out / 'gateway.log'}")
     say(f"Done in {time.perf_counter() - demo.started:.0f}s.")
     return {"faults": rows, "systemic_day1": sys_1, "systemic_day2_without": sys_w, "systemic_day2": sys_2,
-            "reduction_pct": round(drop, 2), "newly_denied": newly_denied, "ok_without": len(ok_without),
+            "reduction_pct": round(drop, 2), "newly_denied": newly_denied, "collateral": lost, "diverted": diverted,
+            "ok_without": len(ok_without),
             "pull_requests": [p.get("number") for p in prs], "report": str(report), "repo": str(repo),
             "seconds": round(time.perf_counter() - demo.started, 1)}

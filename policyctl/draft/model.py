@@ -130,13 +130,16 @@ def nice_threshold(value: float, below: list[float], above: list[float], *, fail
 
 def _to_digits(x: float, digits: int, how: Any) -> float:
     """x rounded by `how` (math.ceil or math.floor) to `digits` significant digits, exactly for integers."""
-    if x == 0:
-        return 0.0
+    if x == 0 or not math.isfinite(x):
+        return x
     e = digits - 1 - math.floor(math.log10(abs(x)))
-    if e >= 0:
-        return float(how(x * 10**e)) / 10**e
-    unit = 10 ** (-e)
-    return float(how(x / unit) * unit)
+    try:
+        if e >= 0:
+            return float(how(x * 10**e)) / 10**e
+        unit = 10 ** (-e)
+        return float(how(x / unit) * unit)
+    except OverflowError:  # subnormal or huge magnitudes: leave the value as it is
+        return x
 
 
 def _ceil(x: float, digits: int) -> float:

@@ -78,6 +78,9 @@ def _describe(err: SchemaError, root: str) -> tuple[str, str]:
         return path, err.message.replace("Additional properties are not allowed", "unknown field")
     if err.validator == "minItems" and isinstance(err.instance, list):
         return path, f"needs at least {err.validator_value} items, got {len(err.instance)}"
+    if "propertyNames" in err.relative_schema_path or "propertyNames" in err.absolute_schema_path:
+        hint = err.schema.get("description") if isinstance(err.schema, dict) else None
+        return path, f"key {_short(err.instance)} is not allowed here" + (f": {hint}" if hint else "")
     if err.validator == "format":
         return path, f"{_short(err.instance)} is not a valid {err.validator_value}"
     return path, err.message
