@@ -44,7 +44,7 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
         repo.mkdir()
         git(repo, "init", "-q", "-b", "main")
         if seed:
-            for top in ("policies", "shadow_fixtures", "overrides"):
+            for top in ("policies", "shadow_fixtures", "overrides", "history"):
                 if (PROJECT / top).is_dir():
                     shutil.copytree(PROJECT / top, repo / top)
             shutil.copy(PROJECT / "policyctl.toml", repo / "policyctl.toml")

@@ -24,6 +24,8 @@ COMMANDS = {
     "draft": "policyctl.cli.draft:draft",
     "bundle": "policyctl.cli.bundle:bundle",
     "gateway": "policyctl.cli.gateway:gateway",
+    "mcp-proxy": "policyctl.cli.mcp_proxy:mcp_proxy",
+    "init": "policyctl.cli.init:init",
     "override": "policyctl.cli.override:override",
     "pr": "policyctl.cli.pr:pr",
     "simulate": "policyctl.cli.simulate:simulate",

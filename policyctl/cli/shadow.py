@@ -46,19 +46,29 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
     """
     import tempfile
 
-    from policyctl.repo import snapshot
+    from policyctl.errors import RepoError
+    from policyctl.repo import has_commits, snapshot
     from policyctl.shadow import render, replay
     from policyctl.shadow.replay import default_jobs
     from policyctl.shadow.sources import resolve_history
 
-    base_snap = snapshot(repo, base)
     cand_snap = load_snapshot(repo, candidate, worktree)
+    try:
+        base_snap = snapshot(repo, base)
+    except RepoError:
+        if not (worktree and base == "HEAD" and not has_commits(repo)):
+            raise
+        # a repository before its first commit (a pre-commit hook right after `policyctl init`):
+        # there is no base to compare with, so the working tree is replayed against itself
+        click.echo("no commit yet: replaying the fixtures through the working tree only", err=True)
+        base_snap = cand_snap
     config = cand_snap.config
     budget = max_collateral if max_collateral is not None else config.budgets.max_collateral_pct
     with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
         paths = list(logs)
-        if not paths and not no_history:
-            history = resolve_history(repo, candidate or "HEAD", config, into=Path(tmp), evidence_refs=[base])
+        if not paths and not no_history and cand_snap is not base_snap:
+            history = resolve_history(repo, None if worktree else candidate or "HEAD", config, into=Path(tmp),
+                                      evidence_refs=[base])
             paths = history.paths
             if paths:
                 click.echo(f"replaying {len(paths)} log file(s) from policyctl.toml and shadow_evidence/", err=True)

@@ -193,6 +193,12 @@ def _git_error(what: str, exc: git.GitCommandError) -> RepoError:
     return RepoError(f"{what}: {detail or exc}")
 
 
+def has_commits(repo_path: str | Path) -> bool:
+    """Whether the repository's HEAD names a commit (False right after `git init`)."""
+    with open_repo(repo_path) as repo:
+        return _ref_sha(repo, "HEAD") is not None
+
+
 def git_dir(repo_path: str | Path) -> Path:
     """The repository's common git directory (shared by all its worktrees): where tools keep state."""
     with open_repo(repo_path) as repo:

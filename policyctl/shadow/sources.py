@@ -41,16 +41,19 @@ def evidence_paths(repo_path: str | Path, ref: str) -> list[str]:
     return [p for p in gitrepo.tree_paths(repo_path, ref) if p.startswith(EVIDENCE_DIR) and p.endswith(".jsonl")]
 
 
-def resolve_history(repo_path: str | Path, ref: str, config: RepoConfig, *, into: Path,
+def resolve_history(repo_path: str | Path, ref: str | None, config: RepoConfig, *, into: Path,
                     evidence_refs: list[str] | None = None) -> History:
     """Materialise the configured sources and evidence samples of `ref` as files under `into`.
 
+    `ref` None reads the working tree (a `--worktree` replay: what is about to be committed).
     `evidence_refs` adds the evidence of other commits too (a replay of a candidate reads the
     candidate's evidence and the base's). A configured source that matches nothing is an
     error naming it: a silently empty replay would PASS on no history.
     """
     into.mkdir(parents=True, exist_ok=True)
     history = History()
+    if ref is None:
+        return _worktree_history(Path(repo_path), config, history, evidence_refs or [], into)
     tree = gitrepo.tree_paths(repo_path, ref)
     for source in config.logs.sources:
         if source.startswith("https://") or source.startswith("http://"):
@@ -76,6 +79,31 @@ def resolve_history(repo_path: str | Path, ref: str, config: RepoConfig, *, into
                      if p not in seen]
             seen.update(names)
             _materialise(repo_path, rev, names, into / "evidence", history, None)
+    return history
+
+
+def _worktree_history(root: Path, config: RepoConfig, history: History, evidence_refs: list[str],
+                      into: Path) -> History:
+    for source in config.logs.sources:
+        if source.startswith(("https://", "http://")):
+            history.add(_fetch(source, config.logs.token_env, into), source)
+            continue
+        pattern = source if os.path.isabs(source) else str(root / source)
+        found = sorted(glob.glob(pattern, recursive=True))
+        if not found:
+            raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file in {root}")
+        for f in found:
+            history.add(Path(f), source if os.path.isabs(source) else str(Path(f).relative_to(root)))
+    if config.logs.evidence:
+        seen = set()
+        for sample in sorted((root / EVIDENCE_DIR).glob("**/*.jsonl")):
+            rel = sample.relative_to(root).as_posix()
+            seen.add(rel)
+            history.add(sample, rel)
+        for rev in evidence_refs:
+            names = [p for p in evidence_paths(root, rev) if p not in seen]
+            seen.update(names)
+            _materialise(root, rev, names, into / "evidence", history, None)
     return history
 
 
