@@ -70,9 +70,9 @@ def main() -> int:
                     doc, _ = cluster_logs([log], embedder=embedder)
                     seconds = time.perf_counter() - t
                     pred = {}
-                    for i, c in enumerate(doc["clusters"]):
-                        for m in c["members"]:
-                            pred[m] = i if c["systemic"] else -1
+                    for i, c in enumerate(doc.clusters):
+                        for m in c.members:
+                            pred[m] = i if c.systemic else -1
                     fault_ids = [i for i in pred if truth.get(i) not in (None, "noise")]
                     ari = adjusted_rand_score([truth[i] for i in fault_ids], [pred[i] for i in fault_ids])
                     ami = adjusted_mutual_info_score([truth[i] for i in fault_ids], [pred[i] for i in fault_ids])
@@ -82,8 +82,8 @@ def main() -> int:
                     for fault in faults:
                         owners = Counter(pred[i] for i in fault_ids if truth[i] == fault)
                         best = owners.most_common(1)[0][0]
-                        fingerprints.setdefault(fault, []).append(doc["clusters"][best]["fingerprint"] if best >= 0 else "-")
-                    systemic = sum(1 for c in doc["clusters"] if c["systemic"])
+                        fingerprints.setdefault(fault, []).append(doc.clusters[best].fingerprint if best >= 0 else "-")
+                    systemic = len(doc.systemic)
                     results.append({"world": world, "seed": seed, "embedder": embedder, "ari": round(ari, 4),
                                     "ami": round(ami, 4), "faults": len(faults), "systemic_clusters": systemic,
                                     "noise_events": len(noise), "noise_leaked": leaked,

@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--embedder", default="minilm")
     args = parser.parse_args()
+    from policyctl.model.cluster import ClusterReport
+
     exe = str(Path(sys.executable).parent / "policyctl")
     rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,14 +74,14 @@ def main() -> int:
             if done.returncode != 0:
                 print(done.stderr)
                 return 1
-            doc = json.loads((root / "c.json").read_text())
+            doc = ClusterReport.from_dict(json.loads((root / "c.json").read_text()), where="c.json")
             peak_mib = max(peak, before) / 1024
             runs.append({"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds),
                          "peak_rss_mib": round(peak_mib), "read_only_seconds": round(baseline, 2),
-                         "failures": doc["totals"]["failures"], "systemic_clusters": doc["totals"]["systemic_clusters"],
+                         "failures": doc.totals.failures, "systemic_clusters": doc.totals.systemic_clusters,
                          "log_mib": round(log.stat().st_size / 2**20)})
             rows.append([f"{n:,}", f"{seconds:.1f}", f"{n / seconds:,.0f}", f"{peak_mib:.0f}", f"{baseline:.1f}",
-                         doc["totals"]["systemic_clusters"]])
+                         doc.totals.systemic_clusters])
             log.unlink()
     print(table(rows, ["events", "seconds", "events/s", "peak RSS MiB", "orjson read-only s", "systemic clusters"]))
     last = runs[-1]

@@ -35,12 +35,16 @@ class DemoError(PolicyctlError):
 
 
 def project_root() -> Path:
+    """Where the demo's seed policy set is: the source tree, else the copy the wheel ships."""
+    from policyctl.scaffold import seed_root
+
     here = Path(__file__).resolve().parent.parent
     if (here / "policies" / "main.rego").is_file():
         return here
-    if (Path.cwd() / "policies" / "main.rego").is_file():
-        return Path.cwd()
-    raise DemoError("cannot find this project's policies/ (run the demo from a clone of the policyctl repository)")
+    seed = seed_root()
+    if (seed / "policies" / "main.rego").is_file():
+        return seed
+    raise DemoError(f"cannot find the seed policy set (looked in {here} and {seed}); reinstall policyctl")
 
 
 def free_port() -> int:
@@ -114,7 +118,7 @@ def run_demo(out: Path, *, events: int = 10_000, embedder: str = "minilm", keep_
 
     demo.step(f"a policy repository in {repo}, from this project's policies")
     demo.git(repo, "init", "-q", "-b", "main")
-    for top in ("policies", "overrides", "shadow_fixtures"):
+    for top in ("policies", "overrides", "shadow_fixtures", "history"):
         if (root / top).is_dir():
             shutil.copytree(root / top, repo / top, ignore=shutil.ignore_patterns("__pycache__"))
     if (root / "policyctl.toml").is_file():  # the vocabulary: which fields a route may change

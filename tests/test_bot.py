@@ -46,7 +46,7 @@ def seed_repo(path: Path) -> Path:
     """A policy repository with this project's policies: they already prevent two of the demo's faults."""
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
-    for top in ("policies", "shadow_fixtures", "overrides"):
+    for top in ("policies", "shadow_fixtures", "overrides", "history"):
         if (PROJECT / top).is_dir():
             shutil.copytree(PROJECT / top, path / top)
     shutil.copy(PROJECT / "policyctl.toml", path / "policyctl.toml")
@@ -353,8 +353,8 @@ class OverreachingDrafter:
 
     def draft(self, ev: Any, *, base: Any, base_snapshot: Any, taken: set[str]) -> Any:
         from policyctl.draft.induce import make_draft
-        from policyctl.draft.model import Condition
         from policyctl.model.config import Vocabulary
+        from policyctl.model.draft import Condition
 
         if ev.kind != "action":
             return "this drafter only drafts actions"

@@ -17,8 +17,9 @@ from policyctl.bot.body import (
 )
 from policyctl.bot.forge import PullRequest
 from policyctl.bot.state import Marker, commented_on, human_marker, ignored_because, read_marker
-from policyctl.draft.model import Condition, Draft, Remedy
-from policyctl.shadow.report import Example, Partial, ShadowReport
+from policyctl.model.cluster import AgentSummary, Cluster, Distinguishing, TemplateCount
+from policyctl.model.draft import Condition, Draft, Remedy
+from policyctl.model.shadow import Example, Partial, ShadowReport
 
 
 @pytest.mark.parametrize(("text", "secret", "placeholder"), [
@@ -89,12 +90,13 @@ def draft() -> Draft:
                  "origin": "evt-1"},
                 {"id": "r-keep-001", "input": {"kind": "action"}, "expect": {"action": "allow"}, "why": "keep",
                  "origin": "evt-2"}]
-    cluster = {"fingerprint": "crash-smb-0123abcd", "title": "crash: action.protocol=smb", "size": 40,
-               "statuses": {"crash": 40}, "first_seen": "2026-03-30T00:00:00Z", "last_seen": "2026-04-02T00:00:00Z",
-               "agents": {"count": 3, "top": ["etl-1", "etl-2", "etl-3"]}, "roles": {"etl": 40},
-               "distinguishing": [{"field": "action.protocol", "value": "smb", "share": 1.0, "success_share": 0.2}],
-               "numeric": [], "deadlock": None,
-               "templates": [{"template": "login password=hunter2 to <*> failed", "count": 40}]}
+    cluster = Cluster(
+        fingerprint="crash-smb-0123abcd", title="crash: action.protocol=smb", systemic=True, status="crash",
+        statuses={"crash": 40}, size=40, share=0.4, first_seen="2026-03-30T00:00:00Z",
+        last_seen="2026-04-02T00:00:00Z", agents=AgentSummary(3, ("etl-1", "etl-2", "etl-3")), roles={"etl": 40},
+        distinguishing=[Distinguishing("action.protocol", "smb", 1.0, 0.2)],
+        templates=[TemplateCount("login password=hunter2 to <*> failed", 40)],
+        members=[f"evt-{i}" for i in range(40)])
     return Draft(name="crash_smb", fingerprint="crash-smb-0123abcd", title="Route smb to sftp", rule_id="route_crash_smb",
                  bodies=[[Condition("action.protocol", "==", "smb")]],
                  remedy=Remedy("route", {"action": {"protocol": "sftp"}}, "sftp succeeded 30 times"),

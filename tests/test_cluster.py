@@ -13,6 +13,9 @@ from conftest import PROJECT, commit_all, git
 from policyctl.cli.main import main
 from policyctl.cluster import cluster_logs
 from policyctl.cluster.core import find_cycle
+from policyctl.cluster.report import dumps
+from policyctl.errors import ValidationError
+from policyctl.model.cluster import ClusterReport
 from policyctl.model.schema import schema_errors
 
 
@@ -43,39 +46,58 @@ def test_each_fault_is_one_systemic_cluster_and_noise_stays_out(bare_policies: P
     log, truth = simulate(bare_policies, world, 1, tmp_path / "events.jsonl")
     capsys.readouterr()
     doc, _ = cluster_logs([log], embedder="tfidf")
-    assert not schema_errors("clusters", doc)
+    assert not schema_errors("clusters", doc.to_dict())
     faults = {f for f in truth.values() if f not in (None, "noise")}
-    systemic = [c for c in doc["clusters"] if c["systemic"]]
+    systemic = doc.systemic
     assert len(systemic) == len(faults)
     for c in systemic:
-        members = Counter(truth[m] for m in c["members"])
+        members = Counter(truth[m] for m in c.members)
         fault, n = members.most_common(1)[0]
-        assert n == c["size"], f"{c['title']} mixes {dict(members)}"
+        assert n == c.size, f"{c.title} mixes {dict(members)}"
         assert fault in faults
         faults.discard(fault)
-        assert c["distinguishing"] or c["numeric"] or c["deadlock"]
+        assert c.distinguishing or c.numeric or c.deadlock
     assert not faults
-    noise_in_systemic = sum(1 for c in systemic for m in c["members"] if truth[m] == "noise")
-    assert noise_in_systemic == 0 and doc["totals"]["rare_events"] > 0
+    noise_in_systemic = sum(1 for c in systemic for m in c.members if truth[m] == "noise")
+    assert noise_in_systemic == 0 and doc.totals.rare_events > 0
 
 
 def test_fingerprints_survive_a_new_day_of_logs(bare_policies: Path, tmp_path: Path) -> None:
     day1, _ = simulate(bare_policies, "demo", 1, tmp_path / "day1.jsonl")
     day2, _ = simulate(bare_policies, "demo", 2, tmp_path / "day2.jsonl")
-    fp1 = {c["fingerprint"] for c in cluster_logs([day1], embedder="tfidf")[0]["clusters"] if c["systemic"]}
-    fp2 = {c["fingerprint"] for c in cluster_logs([day2], embedder="tfidf")[0]["clusters"] if c["systemic"]}
+    fp1 = {c.fingerprint for c in cluster_logs([day1], embedder="tfidf")[0].systemic}
+    fp2 = {c.fingerprint for c in cluster_logs([day2], embedder="tfidf")[0].systemic}
     assert len(fp1) == 5 and fp1 == fp2
 
 
 def test_deadlock_cluster_names_the_roles_and_resource_of_the_cycle(bare_policies: Path, tmp_path: Path) -> None:
     log, _ = simulate(bare_policies, "demo", 3, tmp_path / "events.jsonl")
     doc, _ = cluster_logs([log], embedder="tfidf")
-    deadlocks = [c for c in doc["clusters"] if c["systemic"] and c["deadlock"]]
+    deadlocks = [c for c in doc.systemic if c.deadlock]
     assert len(deadlocks) == 1
-    assert deadlocks[0]["deadlock"]["roles"] == ["backup", "deploy"]
-    assert deadlocks[0]["deadlock"]["resource_kinds"] == ["port"]
-    assert deadlocks[0]["title"] == "deadlock: backup ⇄ deploy over port"
+    cycle = deadlocks[0].deadlock
+    assert cycle is not None and cycle.roles == ("backup", "deploy") and cycle.resource_kinds == ("port",)
+    assert deadlocks[0].title == "deadlock: backup ⇄ deploy over port"
 
+
+
+def test_clusters_json_reads_back_as_the_same_records_and_bytes(bare_policies: Path, tmp_path: Path) -> None:
+    log, _ = simulate(bare_policies, "demo", 3, tmp_path / "events.jsonl", events=3000)
+    doc, _ = cluster_logs([log], embedder="tfidf")
+    text = dumps(doc)
+    again = ClusterReport.from_dict(json.loads(text), where="clusters.json")
+    assert again == doc and dumps(again) == text
+    assert any(c.deadlock for c in again.systemic) and any(c.numeric for c in again.systemic)
+    # keys a newer writer adds are kept, in the document and in a cluster
+    raw = json.loads(text)
+    raw["generator"] = "policyctl 9"
+    raw["clusters"][0]["owner"] = "team-a"
+    kept = ClusterReport.from_dict(raw).to_dict()
+    assert kept["generator"] == "policyctl 9" and kept["clusters"][0]["owner"] == "team-a"
+    # a bad field is named, with its value
+    raw["clusters"][1]["size"] = "many"
+    with pytest.raises(ValidationError, match=r"clusters.json: clusters\[1\].size: expected integer, got string"):
+        ClusterReport.from_dict(raw, where="clusters.json")
 
 def test_find_cycle() -> None:
     assert find_cycle([{"agent": "a", "resource": "r", "held_by": "b"}, {"agent": "b", "resource": "s", "held_by": "a"}]) == ["a", "b"]
@@ -120,13 +142,13 @@ def test_text_and_csv_logs(tmp_path: Path) -> None:
     text = tmp_path / "app.log"
     text.write_text("\n".join(lines) + "\n")
     doc, _ = cluster_logs([text], embedder="tfidf", min_size=3)
-    templates = sorted(t["template"] for c in doc["clusters"] for t in c["templates"])
+    templates = sorted(t.template for c in doc.clusters for t in c.templates)
     assert len(templates) == 2 and any("refused" in t for t in templates)
     csv = tmp_path / "export.csv"
     csv.write_text("id,ts,status,protocol,message\n" + "\n".join(
         f"c{i},2026-01-01T00:00:{i:02d}Z,{'crash' if i % 2 else 'ok'},{'smb' if i % 2 else 'nfs'},\"write {i} failed\"" for i in range(20)) + "\n")
     doc, _ = cluster_logs([csv], embedder="tfidf", min_size=3)
-    assert doc["totals"]["failures"] == 10 and doc["totals"]["successes"] == 10
+    assert doc.totals.failures == 10 and doc.totals.successes == 10
 
 
 def test_html_report_is_self_contained(bare_policies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,7 +169,6 @@ def test_html_report_is_self_contained(bare_policies: Path, tmp_path: Path, caps
 def test_real_minilm_embeddings_cluster_the_fleet_world(bare_policies: Path, tmp_path: Path) -> None:
     log, truth = simulate(bare_policies, "fleet", 4, tmp_path / "events.jsonl")
     doc, _ = cluster_logs([log], embedder="minilm")
-    assert doc["embedder"] == "minilm"
-    systemic = [c for c in doc["clusters"] if c["systemic"]]
-    assert sorted(Counter(truth[m] for m in c["members"]).most_common(1)[0][0] for c in systemic) == sorted(
+    assert doc.embedder == "minilm"
+    assert sorted(Counter(truth[m] for m in c.members).most_common(1)[0][0] for c in doc.systemic) == sorted(
         {f for f in truth.values() if f not in (None, "noise")})

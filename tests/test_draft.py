@@ -32,14 +32,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert main(["simulate", "--world", "demo", "--events", "8000", "--seed", "11", "--repo", str(repo), "-o", str(log)]) == 0
     clusters, _ = cluster_logs([log], embedder="tfidf")
     path = root / "clusters.json"
-    path.write_text(json.dumps(clusters))
+    path.write_text(json.dumps(clusters.to_dict()))
     run = run_drafts(clusters, [log], snapshot(repo, "main"))
     return {"repo": repo, "log": log, "clusters": clusters, "clusters_path": path, "run": run}
 
 
 def test_every_systemic_cluster_gets_a_verified_draft(world: dict[str, Any]) -> None:
     run = world["run"]
-    systemic = [c for c in world["clusters"]["clusters"] if c["systemic"]]
+    systemic = world["clusters"].systemic
     assert len(run.verified) == len(systemic) == 5 and not run.skipped
     for d in run.verified:
         v = d.verification
@@ -57,7 +57,7 @@ def test_remedies_are_chosen_from_the_data(world: dict[str, Any]) -> None:
     assert parquet.remedy.evidence["support"] >= 10
     words = " ".join(parquet.conditions_in_words())
     assert "file type parquet" in words and "protocol smb" in words
-    deadlock = next(d for d in world["run"].verified if d.cluster.get("deadlock"))
+    deadlock = next(d for d in world["run"].verified if d.cluster.deadlock)
     assert deadlock.remedy.action == "arbitrate"
     denied = next(d for d in world["run"].verified if "database" in d.fingerprint)
     assert denied.remedy.action == "deny" and "role reporting" in " ".join(denied.conditions_in_words())
@@ -117,11 +117,12 @@ def test_a_draft_that_fails_verification_is_rejected_and_never_written(world: di
     log = tmp_path / "drift.jsonl"
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
     cluster = {"fingerprint": "crash-smb-drift-00000000", "title": "crash over smb", "systemic": True, "status": "crash",
-               "size": 105, "members": [e["id"] for e in events if e["outcome"]["status"] == "crash"],
+               "size": 105, "share": 1.0, "members": [e["id"] for e in events if e["outcome"]["status"] == "crash"],
                "distinguishing": [{"field": "action.protocol", "value": "smb", "share": 1.0, "success_share": 0.5}],
                "numeric": [], "deadlock": None}
     clusters = tmp_path / "clusters.json"
-    clusters.write_text(json.dumps({"version": 1, "embedder": "tfidf", "totals": {}, "clusters": [cluster]}))
+    totals = {"failures": 105, "successes": 400, "systemic_clusters": 1, "systemic_events": 105, "rare_events": 0}
+    clusters.write_text(json.dumps({"version": 1, "embedder": "tfidf", "totals": totals, "clusters": [cluster]}))
     repo = world["repo"]
     out = tmp_path / "out"
     code = main(["draft", "--repo", str(repo), "--clusters", str(clusters), "--logs", str(log), "-o", str(out)])
@@ -143,3 +144,8 @@ def test_unknown_fingerprint_and_bad_clusters_file(world: dict[str, Any], tmp_pa
     bad.write_text("{")
     code = main(["draft", "--repo", str(world["repo"]), "--clusters", str(bad), "--logs", str(world["log"])])
     assert code == 1 and f"{bad}: cannot read clusters" in capsys.readouterr().err
+    doc = json.loads(world["clusters_path"].read_text())
+    doc["clusters"][1]["size"] = "many"
+    bad.write_text(json.dumps(doc))
+    code = main(["draft", "--repo", str(world["repo"]), "--clusters", str(bad), "--logs", str(world["log"])])
+    assert code == 1 and f"{bad}: clusters[1].size: expected integer" in capsys.readouterr().err

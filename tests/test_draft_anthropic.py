@@ -23,8 +23,11 @@ from policyctl.cluster import cluster_logs
 from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence, load_evidence
 from policyctl.draft.llm import DEFAULT_MODEL, AnthropicDrafter, AnthropicError
-from policyctl.draft.model import Draft
+from policyctl.draft.metadata import with_region
 from policyctl.errors import PolicyctlError
+from policyctl.model.cluster import Cluster, ClusterReport
+from policyctl.model.draft import Draft
+from policyctl.model.region import region_of_cluster
 from policyctl.repo import Snapshot, snapshot
 
 NAME = "crash_parquet_smb"
@@ -59,6 +62,11 @@ decisions contains {{
 """
 
 
+def with_cluster_region(rego: str, cluster: Cluster) -> str:
+    """A module as Claude returned it, with the cluster's failure region the drafter adds to its METADATA."""
+    return with_region(rego, region_of_cluster(cluster))
+
+
 def answer(rego: str) -> str:
     return ("When: a parquet file is shared over SMB\n"
             "Why: the same parquet shares over SFTP succeed hundreds of times in the logs\n\n"
@@ -68,7 +76,7 @@ def answer(rego: str) -> str:
 @dataclass
 class World:
     clusters_file: Path
-    clusters: dict[str, object]
+    clusters: ClusterReport
     log: Path
     fingerprint: str
 
@@ -88,10 +96,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     assert main(["simulate", "--world", "demo", "--events", "3000", "--seed", "1", "--repo", str(bare),
                  "-o", str(log)]) == 0
     doc, _ = cluster_logs([log], embedder="tfidf")
-    fingerprint = next(c["fingerprint"] for c in doc["clusters"] if c["systemic"]
-                       and c["fingerprint"].startswith("crash-parquet-smb"))
+    fingerprint = next(c.fingerprint for c in doc.systemic if c.fingerprint.startswith("crash-parquet-smb"))
     clusters_file = root / "clusters.json"
-    clusters_file.write_text(json.dumps(doc))
+    clusters_file.write_text(json.dumps(doc.to_dict()))
     return World(clusters_file, doc, log, fingerprint)
 
 
@@ -118,7 +125,7 @@ class Case:
 
 @pytest.fixture
 def case(world: World, base_repo: Path) -> Case:
-    clusters = [c for c in world.clusters["clusters"] if c["fingerprint"] == world.fingerprint]  # type: ignore[attr-defined]
+    clusters = [c for c in world.clusters.clusters if c.fingerprint == world.fingerprint]
     (ev,), _ = load_evidence(clusters, [world.log])
     snap = snapshot(base_repo, "HEAD")
     return Case(ev, build_revision(snap, verify=False).pipeline, snap)
@@ -162,7 +169,8 @@ def test_a_good_answer_is_verified_and_written_as_returned(world: World, base_re
     assert code == 0, doc
     (d,) = doc["drafts"]
     assert d["verified"] and d["drafter"] == "anthropic" and not d["reasons"]
-    assert (out / f"policies/rules/{NAME}.rego").read_text() == rego
+    cluster = next(c for c in world.clusters.clusters if c.fingerprint == world.fingerprint)
+    assert (out / f"policies/rules/{NAME}.rego").read_text() == with_cluster_region(rego, cluster)
     assert d["verification"]["holdout"]["prevented"] == d["verification"]["holdout"]["events"] > 0
     assert d["verification"]["collateral"]["changed"] == 0
     assert d["remedy"]["action"] == "route" and d["remedy"]["params"] == {"action": {"protocol": "sftp"}}
@@ -195,7 +203,7 @@ def test_invalid_rego_is_sent_back_with_the_compile_error_and_fixed(world: World
     server = api(reply(answer(broken)), reply(answer(good)))
     d = case.draft(AnthropicDrafter())
     assert isinstance(d, Draft) and d.verified, getattr(d, "reasons", d)
-    assert d.module_text == good and d.verification["llm"]["attempts"] == 2
+    assert d.module_text == with_cluster_region(good, case.ev.cluster) and d.verification["llm"]["attempts"] == 2
     assert len(server.requests) == 2
     feedback = last_user_text(server, 1)
     assert "Attempt 1 was not accepted" in feedback

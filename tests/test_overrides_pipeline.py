@@ -80,6 +80,7 @@ def repo(tmp_path: Path) -> Path:
     for top in ("policies", "shadow_fixtures", "overrides"):
         if (PROJECT / top).is_dir():
             shutil.copytree(PROJECT / top, root / top)
+    write(root, "policyctl.toml", (PROJECT / "bench/vocabularies/demo.toml").read_text())  # the seed's vocabulary
     write(root, "overrides/db_lock.py", DB_LOCK)
     write(root, "shadow_fixtures/overrides/db_lock.jsonl", "".join(json.dumps(f) + "\n" for f in DB_LOCK_FIXTURES))
     commit(root, "db_lock override")

@@ -112,7 +112,11 @@ def merge(repo: Path, *args: str) -> int:
 
 @pytest.fixture
 def repo(make_repo: Callable[..., Path]) -> Path:
-    return make_repo()
+    """This project's policy set, replaying only what each test commits (not the project's history/)."""
+    repo = make_repo()
+    write(repo, "policyctl.toml", "version = 1\n")
+    commit_all(repo, "no configured log sources")
+    return repo
 
 
 def test_a_passing_pull_request_is_merged_and_the_commit_records_the_replay(

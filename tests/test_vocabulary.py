@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from policyctl.cli.main import main
 from policyctl.cluster import cluster_logs
 from policyctl.draft import run_drafts
-from policyctl.draft.model import nice_threshold
+from policyctl.draft.bounds import nice_threshold
 from policyctl.errors import ValidationError
 from policyctl.model.config import DEFAULT_CONFIG_TEXT, parse_config
 from policyctl.model.region import Region, region_of_cluster
@@ -75,6 +75,8 @@ def test_vocabulary_allows_only_declared_fields_and_values() -> None:
     (True, '{"resource": {"id": "fs-9"}}', "error"),
     (False, '{"resource": {"id": "fs-9"}}', "warning"),
     (True, '{"action": {"protocol": "ftp"}}', "error"),
+    (True, '{"action": {"protocol": input.context.fallback}}', None),  # computed value, declared field
+    (True, '{"resource": {"id": input.context.fallback}}', "error"),  # computed value, intent field
 ])
 def test_check_flags_a_route_that_rewrites_intent(policy_repo: Path, capsys: pytest.CaptureFixture[str],
                                                   drafted: bool, params: str, severity: str | None) -> None:
@@ -169,10 +171,10 @@ def test_a_failing_draft_is_followed_by_narrower_candidates_and_the_best_verifie
     from policyctl.draft import InduceDrafter
     from policyctl.draft.data import load_evidence
     from policyctl.draft.induce import alternatives, make_draft
-    from policyctl.draft.model import Condition
+    from policyctl.model.draft import Condition
 
     w = _world(tmp_path, vocabulary=True, events=8000)
-    cluster = next(c for c in w["clusters"]["clusters"] if c.get("deadlock"))
+    cluster = next(c for c in w["clusters"].clusters if c.deadlock)
     (ev,), _ = load_evidence([cluster], [w["log"]])
     too_wide = [[Condition("kind", "==", "conflict"), Condition("resource.kind", "==", "port"),
                  Condition("resource.port", "==", 22), Condition("role", "has_role", "deploy")]]

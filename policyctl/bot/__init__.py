@@ -31,6 +31,7 @@ from policyctl.bot.forge import (
 )
 from policyctl.draft import Drafter
 from policyctl.errors import UsageError
+from policyctl.model.cluster import Cluster
 
 __all__ = ["BRANCH_PREFIX", "DEFAULT_AUTHOR", "FORGES", "BotRun", "ClusterAction", "Forge", "ForgeConfig",
            "ForgeError", "PullRequest", "make_forge", "parse_identity", "run_bot"]
@@ -112,12 +113,12 @@ def parse_identity(text: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def _cluster_events(clusters: list[dict[str, Any]], logs: list[Path]) -> dict[str, list[dict[str, Any]]]:
+def _cluster_events(clusters: list[Cluster], logs: list[Path]) -> dict[str, list[dict[str, Any]]]:
     """Each cluster's member events, read once from the logs."""
     from policyctl.model.jsonl import ReadStats, read_jsonl
 
-    owner = {m: c["fingerprint"] for c in clusters for m in c.get("members", [])}
-    out: dict[str, list[dict[str, Any]]] = {c["fingerprint"]: [] for c in clusters}
+    owner = {m: c.fingerprint for c in clusters for m in c.members}
+    out: dict[str, list[dict[str, Any]]] = {c.fingerprint: [] for c in clusters}
     stats = ReadStats()
     for path in logs:
         for _, record in read_jsonl(path, stats=stats):
@@ -151,13 +152,13 @@ def _norm(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").strip().split("\n"))
 
 
-def _commit_message(d: Any, cluster: dict[str, Any], base: str, base_sha: str, evidence: str) -> str:
+def _commit_message(d: Any, cluster: Cluster, base: str, base_sha: str, evidence: str) -> str:
     from policyctl.bot.body import commit_subject, mask_secrets, plain_words
 
     params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
     return mask_secrets(
         f"{commit_subject(d)}\n\n{plain_words(d)}\n{d.remedy.action}{params}: {d.remedy.why}\n\n"
-        f"Cluster {d.fingerprint}: {cluster.get('size')} failures. Adds {d.module_path}, "
+        f"Cluster {d.fingerprint}: {cluster.size} failures. Adds {d.module_path}, "
         f"{d.fixtures_path} ({len(d.fixtures)} fixtures) and the masked evidence sample {evidence}.\n"
         f"Drafted by the policyctl bot ({d.drafter}), verified against {base} {base_sha[:12]}.\n")
 
@@ -191,17 +192,17 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     base_ref = forge.base_ref(base)
     base_snap = gitrepo.snapshot(repo, base_ref)
     base_sha = str(base_snap.revision)
-    say("clustering the logs")
-    doc, points = cluster_logs(logs, embedder=embedder, min_size=min_size)
+    say(f"[1/4] clustering {len(logs)} log file(s) ({embedder})")
+    clusters, points = cluster_logs(logs, embedder=embedder, min_size=min_size)
     if report_dir is not None:
         from policyctl.cluster.report import dumps, render_html
 
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "clusters.json").write_text(dumps(doc))
-        (report_dir / "clusters.html").write_text(render_html(doc, points))
+        (report_dir / "clusters.json").write_text(dumps(clusters))
+        (report_dir / "clusters.html").write_text(render_html(clusters, points))
     result = BotRun(provider=forge.name, base=base, base_sha=base_sha, dry_run=dry_run,
-                    failures=int(doc["totals"]["failures"]))
-    systemic = sorted((c for c in doc["clusters"] if c.get("systemic")), key=lambda c: (-c["size"], c["fingerprint"]))
+                    failures=clusters.totals.failures)
+    systemic = sorted(clusters.systemic, key=lambda c: (-c.size, c.fingerprint))
     if not systemic:
         return result
     events = _cluster_events(systemic, logs)
@@ -213,8 +214,8 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     prs: dict[str, PullRequest | None] = {}
     to_draft: list[str] = []
     for c in systemic:
-        fp, branch = c["fingerprint"], f"{BRANCH_PREFIX}{c['fingerprint']}"
-        act = actions[fp] = ClusterAction(fp, str(c.get("title") or fp), int(c["size"]), "", branch=branch)
+        fp, branch = c.fingerprint, f"{BRANCH_PREFIX}{c.fingerprint}"
+        act = actions[fp] = ClusterAction(fp, c.title or fp, c.size, "", branch=branch)
         differ, total = _already_prevented(base_pipeline, events[fp])
         if total and differ / total >= PREVENTED_SHARE:
             act.outcome = "already-prevented"
@@ -235,9 +236,10 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
 
     run = DraftRun()
     if to_draft:
-        say(f"drafting {len(to_draft)} clusters")
-        run = run_drafts(doc, logs, base_snap, drafter=drafter, only=to_draft,
-                         progress=lambda fp: say(f"drafting {fp}"))
+        say(f"[2/4] {len(systemic)} systemic clusters, {len(systemic) - len(to_draft)} settled; "
+            f"drafting {len(to_draft)}")
+        run = run_drafts(clusters, logs, base_snap, drafter=drafter, only=to_draft,
+                         progress=lambda fp: say(f"      drafting {fp}"))
     for s in run.skipped:
         actions[s["fingerprint"]].outcome = "not-drafted"
         actions[s["fingerprint"]].detail = str(s.get("reason", ""))
@@ -245,7 +247,7 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     open_count = len(forge.open_bot_prs()) if to_draft else 0
 
     for c in systemic:
-        fp = c["fingerprint"]
+        fp = c.fingerprint
         act = actions[fp]
         d = drafts.get(fp)
         if act.outcome or d is None:
@@ -288,9 +290,9 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
         # --candidate BRANCH` will replay the branch (its evidence is the base's plus this one).
         candidate = candidate_snapshot(base_snap, [d])
         budget = base_snap.config.budgets.max_collateral_pct
-        say(f"replaying {fp}: the whole input logs through {base} and the draft")
+        say(f"[3/4] replaying {fp}: the whole input logs through {base} and the draft")
         full = replay(base_snap, candidate, logs, jobs=jobs, max_collateral_pct=budget)
-        say(f"replaying {fp}: fixtures, configured sources and evidence, as CI will")
+        say(f"[3/4] replaying {fp}: fixtures, configured sources and evidence, as CI will")
         with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
             history = resolve_history(repo, base_ref, base_snap.config, into=Path(tmp))
             mine = Path(tmp) / "evidence" / evidence_file
@@ -335,7 +337,8 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
         act.detail = (f"after #{pr.number}, {'merged' if pr.merged else 'closed'}" if pr is not None else
                       f"{d.remedy.action}: {' or '.join(d.conditions_in_words())}")[:300]
         open_count += 1
-    result.actions = [actions[c["fingerprint"]] for c in systemic]
+    result.actions = [actions[c.fingerprint] for c in systemic]
+    say(f"[4/4] done: {', '.join(f'{n} {k}' for k, n in sorted(result.counts.items()))}")
     return result
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyctl.bot.state import GROWTH, Marker
-from policyctl.cluster.core import human
-from policyctl.draft.model import Draft
 from policyctl.model.config import route_fields
-from policyctl.shadow.report import ShadowReport
+from policyctl.model.draft import Draft
+from policyctl.model.shadow import ShadowReport
+from policyctl.model.values import human
 
 MAX_BODY = 60_000  # GitHub refuses bodies over 65,536 characters
 SAMPLES = 5
@@ -219,20 +219,18 @@ def _pct(part: float, whole: float) -> str:
 
 def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
     c = d.cluster
-    statuses = ", ".join(f"{k} {v}" for k, v in (c.get("statuses") or {}).items())
-    agents = c.get("agents") or {}
-    top = ", ".join(f"`{a}`" for a in (agents.get("top") or [])[:10])
-    roles = ", ".join(f"{r} ({n})" for r, n in (c.get("roles") or {}).items())
-    apart = [f"`{x['field']}` = `{x['value']}` in {100 * x['share']:.0f}% of these failures, "
-             f"{100 * x['success_share']:.1f}% of successful traffic" for x in c.get("distinguishing") or []]
-    apart += [f"`{x['field']}` {x['direction']} {x['threshold']:g} (median {x['median']:g} here, "
-              f"{x['success_median']:g} in successful traffic)" for x in c.get("numeric") or []]
-    if c.get("deadlock"):
-        cycle = c["deadlock"]
-        apart.append(f"waits-for cycle between roles {', '.join(cycle.get('roles', []))} over "
-                     f"{', '.join(cycle.get('resource_kinds', []))}")
+    statuses = ", ".join(f"{k} {v}" for k, v in c.statuses.items())
+    top = ", ".join(f"`{a}`" for a in c.agents.top[:10])
+    roles = ", ".join(f"{r} ({n})" for r, n in c.roles.items())
+    apart = [f"`{x.field}` = `{x.value}` in {100 * x.share:.0f}% of these failures, "
+             f"{100 * x.success_share:.1f}% of successful traffic" for x in c.distinguishing]
+    apart += [f"`{x.field}` {x.direction} {x.threshold:g} (median {x.median:g} here, "
+              f"{x.success_median:g} in successful traffic)" for x in c.numeric]
+    if c.deadlock:
+        apart.append(f"waits-for cycle between roles {', '.join(c.deadlock.roles)} over "
+                     f"{', '.join(c.deadlock.resource_kinds)}")
     match = (d.verification.get("match") or {})
-    lines = ["## What fails", "", f"**{mask_secrets(str(c.get('title') or d.title))}**", "",
+    lines = ["## What fails", "", f"**{mask_secrets(c.title or d.title)}**", "",
              "| | |", "|---|---|",
              f"| cluster | `{d.fingerprint}` |",
              f"| how often | **{ctx.size}** failures ({statuses}): {_pct(ctx.size, ctx.failures_in_logs)} of the "
@@ -240,19 +238,19 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
     if match.get("attempts"):
         lines.append(f"| attempts matching the rule that failed | **{match['failed']}** of {match['attempts']} "
                      f"({match['failed_pct']}%) in the logs |")
-    lines += [f"| since | {str(c.get('first_seen') or '?')[:19]} (last seen {str(c.get('last_seen') or '?')[:19]}) |",
-              f"| agents | {agents.get('count', '?')}: {mask_secrets(top)} |",
+    agents = "?" if c.agents.count is None else c.agents.count
+    lines += [f"| since | {(c.first_seen or '?')[:19]} (last seen {(c.last_seen or '?')[:19]}) |",
+              f"| agents | {agents}: {mask_secrets(top)} |",
               f"| roles | {mask_secrets(roles)} |"]
     if apart:
         lines.append("| sets it apart | " + mask_secrets("<br>".join(apart)) + " |")
     lines += ["", f"### Sample messages ({len(ctx.samples)}, secrets masked)", ""]
     lines += [_sample_line(e) for e in ctx.samples]
-    templates = c.get("templates") or []
-    if templates:
+    if c.templates:
         lines += ["", "<details><summary>Log templates of this cluster</summary>", ""]
-        for t in templates[:10]:
-            text = mask_secrets(str(t["template"])).replace("`", "'")[:200]
-            lines.append(f"- {t['count']}× `{text}`")
+        for t in c.templates[:10]:
+            text = mask_secrets(t.template).replace("`", "'")[:200]
+            lines.append(f"- {t.count}× `{text}`")
         lines += ["", "</details>"]
     return lines
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from policyctl.bot.body import mask_secrets
-from policyctl.draft.model import Draft
+from policyctl.model.draft import Draft
 from policyctl.shadow.sources import EVIDENCE_DIR
 
 MAX_FAILURES = 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -45,9 +46,11 @@ def bot() -> None:
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the clusters it found here: clusters.json and an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: int | None, dry_run: bool,
         embedder: str, drafter: str, author: str | None, labels: tuple[str, ...], remote: str,
-        github_repo: str | None, min_size: int, jobs: int | None, report: Path | None, as_json: bool) -> int:
+        github_repo: str | None, min_size: int, jobs: int | None, report: Path | None, as_json: bool,
+        quiet: bool) -> int:
     """Cluster LOGS and keep one pull request per systemic failure cluster.
 
     Skips clusters the base branch already prevents (95% of their failures decided
@@ -61,10 +64,15 @@ def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: i
     from policyctl.shadow.replay import default_jobs
 
     forge = make_forge(provider, repo, ForgeConfig(remote=remote, github_repo=github_repo))
-    say = (lambda msg: click.echo(f"{msg} …", err=True)) if sys.stderr.isatty() and not as_json else None
+    started = time.monotonic()
+
+    def say(msg: str) -> None:  # one line per stage on stderr, with the time since the start
+        click.echo(f"[{time.monotonic() - started:6.1f}s] {msg}", err=True)
+
     result = run_bot(repo, list(logs), forge=forge, base=base, author=author or DEFAULT_AUTHOR, max_prs=max_prs,
                      dry_run=dry_run, embedder=embedder, drafter=drafter, labels=labels,
-                     jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size, progress=say, report_dir=report)
+                     jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size,
+                     progress=None if quiet or as_json else say, report_dir=report)
     if as_json:
         emit_json(result.to_dict())
     else:

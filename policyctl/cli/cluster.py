@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +50,10 @@ def cluster(logs: tuple[Path, ...], fmt: str, embedder: str, min_size: int, incl
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(render_html(doc, points))
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
+        sys.stdout.write(dumps(doc))
     else:
         sys.stdout.write(render_table(doc))
-        for p in doc["warnings"][:5]:
+        for p in doc.warnings[:5]:
             click.echo(f"warning: {p['file']}:{p['line'] or ''}: {p['message']}", err=True)
         if output:
             click.echo(f"clusters written to {output}", err=True)

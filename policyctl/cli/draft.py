@@ -41,18 +41,20 @@ def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[s
     from policyctl.draft import run_drafts, write_drafts
     from policyctl.draft.report import run_markdown, table_rows
     from policyctl.errors import InputError
+    from policyctl.model.cluster import ClusterReport
     from policyctl.repo import snapshot
 
     try:
-        clusters_doc = json.loads(clusters_file.read_text())
+        raw = json.loads(clusters_file.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{clusters_file}: cannot read clusters ({exc})") from exc
+    clusters = ClusterReport.from_dict(raw, where=str(clusters_file))
     impl: Any = drafter
     if drafter == "anthropic":
         from policyctl.draft.llm import AnthropicDrafter
 
         impl = AnthropicDrafter(model=model)
-    run = run_drafts(clusters_doc, list(logs), snapshot(repo, base), drafter=impl, only=list(only) or None,
+    run = run_drafts(clusters, list(logs), snapshot(repo, base), drafter=impl, only=list(only) or None,
                      progress=(lambda fp: click.echo(f"drafting {fp} …", err=True)) if sys.stderr.isatty() else None)
     doc = run.to_dict()
     if write:

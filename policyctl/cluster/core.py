@@ -13,6 +13,15 @@ from typing import Any
 
 from policyctl.cluster.ingest import STRUCTURED, IngestStats, Record
 from policyctl.cluster.templates import TemplateMiner
+from policyctl.model.cluster import (
+    AgentSummary,
+    Cluster,
+    DeadlockCycle,
+    Distinguishing,
+    NumericBound,
+    TemplateCount,
+)
+from policyctl.model.values import human
 
 TEXT_WEIGHT = 0.5          # cosine = w * text similarity + (1 - w) * traffic-profile similarity
 DISTANCE_THRESHOLD = 0.45  # average-linkage cosine distance below which units merge
@@ -150,7 +159,9 @@ def find_cycle(waits_for: list[dict[str, Any]]) -> list[str] | None:
 
 
 @dataclass
-class Cluster:
+class Group:
+    """A cluster while clustering: its units, and what explains their failures."""
+
     fingerprint: str
     title: str
     units: list[Unit]
@@ -170,7 +181,7 @@ class Cluster:
     def members(self) -> list[str]:
         return [m for u in self.units for m in u.members]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_record(self) -> Cluster:
         traffic = Traffic()
         statuses: Counter[str] = Counter()
         templates: Counter[str] = Counter()
@@ -185,17 +196,19 @@ class Cluster:
         lasts = [u.last for u in self.units if u.last]
         cycle = next((u.cycle for u in self.units if u.cycle), None)
         examples = [e for u in sorted(self.units, key=lambda u: -u.size) for e in u.examples][:EXAMPLES]
-        return {
-            "fingerprint": self.fingerprint, "title": self.title, "systemic": self.systemic, "status": self.status,
-            "statuses": dict(statuses.most_common()), "size": self.size, "share": round(self.share, 5),
-            "first_seen": min(firsts) if firsts else None, "last_seen": max(lasts) if lasts else None,
-            "agents": {"count": len(agents), "top": [a for a, _ in agents.most_common(10)]},
-            "roles": dict(roles.most_common()),
-            "distinguishing": self.distinguishing, "numeric": self.numeric, "deadlock": cycle,
-            "templates": [{"template": t, "count": c} for t, c in templates.most_common(10)],
-            "examples": examples, "coords": [round(self.coords[0], 4), round(self.coords[1], 4)],
-            "members": self.members,
-        }
+        return Cluster(
+            fingerprint=self.fingerprint, title=self.title, systemic=self.systemic, status=self.status,
+            statuses=dict(statuses.most_common()), size=self.size, share=round(self.share, 5),
+            first_seen=min(firsts) if firsts else None, last_seen=max(lasts) if lasts else None,
+            agents=AgentSummary(len(agents), tuple(a for a, _ in agents.most_common(10))),
+            roles=dict(roles.most_common()),
+            distinguishing=[Distinguishing.from_dict(d) for d in self.distinguishing],
+            numeric=[NumericBound.from_dict(n) for n in self.numeric],
+            deadlock=DeadlockCycle.from_dict(cycle) if cycle else None,
+            templates=[TemplateCount(t, c) for t, c in templates.most_common(10)],
+            examples=examples, coords=(round(self.coords[0], 4), round(self.coords[1], 4)),
+            members=self.members,
+        )
 
 
 def chance(k: int, n: int, p: float) -> float:
@@ -290,14 +303,6 @@ def fingerprint(status: str, cats: list[dict[str, Any]], nums: list[dict[str, An
     return f"{slug}-{digest}"
 
 
-def human(value: float) -> str:
-    """2200240000 -> 2.2G: thresholds a reviewer reads at a glance."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e4)):
-        if abs(value) >= size:
-            return f"{value / (1e3 if unit == 'k' else size):.3g}{unit}"
-    return f"{value:g}"
-
-
 def title(status: str, cats: list[dict[str, Any]], nums: list[dict[str, Any]], cycle: dict[str, Any] | None,
           template: str) -> str:
     if cycle:
@@ -309,7 +314,7 @@ def title(status: str, cats: list[dict[str, Any]], nums: list[dict[str, Any]], c
 
 @dataclass
 class ClusterResult:
-    clusters: list[Cluster]
+    clusters: list[Group]
     failures: int
     successes: int
     embedder: str
@@ -393,14 +398,14 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
     total = max(failures if not include_all else failures + successes, 1)
     position = {id(u): i for i, u in enumerate(ordered)}
 
-    def summarise(group: list[Unit]) -> Cluster:
+    def summarise(group: list[Unit]) -> Group:
         return _summarise(group, baseline, min_size, total,
                           [coords[position[id(u)]] for u in group])
 
     clusters = [summarise([ordered[i] for i in members]) for members in groups.values()]
     # Two groups with the same status and the same explaining input conditions are one
     # systemic failure worded differently: a policy answers conditions, not phrasing.
-    by_signature: dict[str, list[Cluster]] = {}
+    by_signature: dict[str, list[Group]] = {}
     for c in clusters:
         by_signature.setdefault(c.signature if c.systemic else f"rare:{id(c)}", []).append(c)
     clusters = [summarise([u for c in same for u in c.units]) if len(same) > 1 else same[0]
@@ -415,7 +420,7 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
     return ClusterResult(clusters, failures, successes, embedder.name, stats, rare_events=rare, unit_coords=unit_coords)
 
 
-def _summarise(group: list[Unit], baseline: Traffic, min_size: int, total: int, coords: list[Any]) -> Cluster:
+def _summarise(group: list[Unit], baseline: Traffic, min_size: int, total: int, coords: list[Any]) -> Group:
     traffic = Traffic()
     statuses: Counter[str] = Counter()
     for u in group:
@@ -431,12 +436,12 @@ def _summarise(group: list[Unit], baseline: Traffic, min_size: int, total: int, 
     cx = sum(c[0] * w for c, w in zip(coords, weights, strict=True)) / sum(weights)
     cy = sum(c[1] * w for c, w in zip(coords, weights, strict=True)) / sum(weights)
     fp = fingerprint(status, cats, nums, cycle, top.text)
-    return Cluster(fingerprint=fp, title=title(status, cats, nums, cycle, top.text), units=group,
+    return Group(fingerprint=fp, title=title(status, cats, nums, cycle, top.text), units=group,
                    systemic=size >= min_size and explained, distinguishing=cats[:8], numeric=nums[:4], status=status,
                    share=size / total, coords=(float(cx), float(cy)), signature=fp.rsplit("-", 1)[-1])
 
 
-def _consistent(small: Cluster, big: Cluster) -> int:
+def _consistent(small: Group, big: Group) -> int:
     """How many of big's explaining conditions small's events also meet (0 when any is not met).
 
     A few events of a failure worded another way are too few to be significant alone; if they
@@ -464,10 +469,10 @@ def _consistent(small: Cluster, big: Cluster) -> int:
     return met
 
 
-def _absorb_consistent(clusters: list[Cluster], summarise: Callable[[list[Unit]], Cluster]) -> list[Cluster]:
+def _absorb_consistent(clusters: list[Group], summarise: Callable[[list[Unit]], Group]) -> list[Group]:
     clusters = sorted(clusters, key=lambda c: -c.size)
-    absorbed: dict[int, list[Cluster]] = {}
-    kept: list[Cluster] = []
+    absorbed: dict[int, list[Group]] = {}
+    kept: list[Group] = []
     for c in clusters:
         best, best_met = None, 0
         for i, big in enumerate(kept):
@@ -508,7 +513,7 @@ def _merge_cycles(units: dict[str, Unit]) -> None:
                 del units[big.key]
 
 
-def _dedupe_fingerprints(clusters: list[Cluster]) -> None:
+def _dedupe_fingerprints(clusters: list[Group]) -> None:
     seen: dict[str, int] = {}
     for c in clusters:
         if c.fingerprint in seen:

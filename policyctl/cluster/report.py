@@ -5,57 +5,58 @@ from __future__ import annotations
 import html
 import json
 from io import StringIO
-from typing import Any
 
-from policyctl.cluster.core import ClusterResult, human
+from policyctl.cluster.core import ClusterResult
+from policyctl.model.cluster import ClusterReport, Totals
+from policyctl.model.values import human
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
 
-def to_json(result: ClusterResult) -> dict[str, Any]:
+def to_report(result: ClusterResult) -> ClusterReport:
     systemic = [c for c in result.clusters if c.systemic]
     s = result.stats
-    return {
-        "version": 1, "embedder": result.embedder, "inputs": s.files,
-        "totals": {"lines": s.lines, "rejected": s.rejected, "truncated": s.truncated, "failures": result.failures,
-                   "successes": result.successes, "systemic_clusters": len(systemic),
-                   "systemic_events": sum(c.size for c in systemic), "rare_events": result.rare_events},
-        "problems": [p.to_dict() for p in s.problems], "warnings": [p.to_dict() for p in s.warnings],
-        "clusters": [c.to_dict() for c in result.clusters],
-    }
+    return ClusterReport(
+        embedder=result.embedder, inputs=s.files,
+        totals=Totals(lines=s.lines, rejected=s.rejected, truncated=s.truncated, failures=result.failures,
+                      successes=result.successes, systemic_clusters=len(systemic),
+                      systemic_events=sum(c.size for c in systemic), rare_events=result.rare_events),
+        problems=[p.to_dict() for p in s.problems], warnings=[p.to_dict() for p in s.warnings],
+        clusters=[c.to_record() for c in result.clusters],
+    )
 
 
-def render_table(doc: dict[str, Any], limit: int = 30) -> str:
+def render_table(doc: ClusterReport, limit: int = 30) -> str:
     from rich.console import Console
     from rich.table import Table
 
     buf = StringIO()
     console = Console(file=buf, width=140, color_system=None)
-    t = doc["totals"]
-    console.print(f"{t['failures']} failures ({t['successes']} ok events as the baseline): "
-                  f"{t['systemic_clusters']} systemic clusters holding {t['systemic_events']} events; "
-                  f"{t['rare_events']} rare one-off failures")
+    t = doc.totals
+    console.print(f"{t.failures} failures ({t.successes} ok events as the baseline): "
+                  f"{t.systemic_clusters} systemic clusters holding {t.systemic_events} events; "
+                  f"{t.rare_events} rare one-off failures")
     table = Table()
     for col in ("fingerprint", "size", "share", "title", "first seen", "last seen", "roles"):
         table.add_column(col, overflow="fold")
-    for c in [c for c in doc["clusters"] if c["systemic"]][:limit]:
-        table.add_row(c["fingerprint"], str(c["size"]), f"{100 * c['share']:.1f}%", c["title"],
-                      (c["first_seen"] or "")[:19], (c["last_seen"] or "")[:19],
-                      ", ".join(list(c["roles"])[:4]))
+    for c in doc.systemic[:limit]:
+        table.add_row(c.fingerprint, str(c.size), f"{100 * c.share:.1f}%", c.title,
+                      (c.first_seen or "")[:19], (c.last_seen or "")[:19],
+                      ", ".join(list(c.roles)[:4]))
     console.print(table)
-    rare = [c for c in doc["clusters"] if not c["systemic"]]
+    rare = [c for c in doc.clusters if not c.systemic]
     if rare:
-        console.print(f"rare: {len(rare)} groups, e.g. " + "; ".join(f"{c['templates'][0]['template'][:50]!r} x{c['size']}" for c in rare[:3]))
-    if t.get("rejected"):
-        console.print(f"{t['rejected']} malformed lines skipped; first: " +
-                      "; ".join(f"{p['file']}:{p['line']}: {p['message']}" for p in doc["problems"][:3]))
+        console.print(f"rare: {len(rare)} groups, e.g. " + "; ".join(f"{c.templates[0].template[:50]!r} x{c.size}" for c in rare[:3]))
+    if t.rejected:
+        console.print(f"{t.rejected} malformed lines skipped; first: " +
+                      "; ".join(f"{p['file']}:{p['line']}: {p['message']}" for p in doc.problems[:3]))
     return buf.getvalue()
 
 
-def render_html(doc: dict[str, Any], points: list[tuple[float, float, int, int]]) -> str:
+def render_html(doc: ClusterReport, points: list[tuple[float, float, int, int]]) -> str:
     """One file, no scripts or fonts from elsewhere: an SVG map of templates coloured by cluster, and a table."""
-    clusters = doc["clusters"]
-    systemic_index = {i for i, c in enumerate(clusters) if c["systemic"]}
+    clusters = doc.clusters
+    systemic_index = {i for i, c in enumerate(clusters) if c.systemic}
     w, h, pad = 720, 480, 30
     biggest = max((p[2] for p in points), default=1)
     circles = []
@@ -64,31 +65,31 @@ def render_html(doc: dict[str, Any], points: list[tuple[float, float, int, int]]
         cy = pad + (1 - (y + 1) / 2) * (h - 2 * pad)
         r = 3 + 22 * (size / biggest) ** 0.5
         colour = PALETTE[ci % len(PALETTE)] if ci in systemic_index else "#bbbbbb"
-        tip = html.escape(f"{clusters[ci]['fingerprint']}: {size} events") if ci < len(clusters) else ""
+        tip = html.escape(f"{clusters[ci].fingerprint}: {size} events") if ci < len(clusters) else ""
         circles.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{colour}" fill-opacity="0.6" '
                        f'stroke="#333" stroke-width="0.5"><title>{tip}</title></circle>')
     rows = []
     for i, c in enumerate(clusters):
-        if not c["systemic"]:
+        if not c.systemic:
             continue
         colour = PALETTE[i % len(PALETTE)]
-        dist = "<br>".join(html.escape(f"{d['field']} = {d['value']}: {100 * d['share']:.0f}% here, {100 * d['success_share']:.0f}% of ok traffic")
-                           for d in c["distinguishing"][:4])
-        dist += "".join("<br>" + html.escape(f"{n['field']} {n['direction']} {human(n['threshold'])}: "
-                                             f"{100 * n['success_share_beyond']:.0f}% of ok traffic")
-                        for n in c["numeric"][:2])
-        examples = "<br>".join(html.escape(e["message"][:160]) for e in c["examples"][:3])
-        rows.append(f"<tr><td><span class=sw style='background:{colour}'></span><code>{html.escape(c['fingerprint'])}</code></td>"
-                    f"<td>{html.escape(c['title'])}</td><td class=n>{c['size']}</td><td class=n>{100 * c['share']:.1f}%</td>"
-                    f"<td>{html.escape((c['first_seen'] or '')[:19])}<br>{html.escape((c['last_seen'] or '')[:19])}</td>"
+        dist = "<br>".join(html.escape(f"{d.field} = {d.value}: {100 * d.share:.0f}% here, {100 * d.success_share:.0f}% of ok traffic")
+                           for d in c.distinguishing[:4])
+        dist += "".join("<br>" + html.escape(f"{n.field} {n.direction} {human(n.threshold)}: "
+                                             f"{100 * n.success_share_beyond:.0f}% of ok traffic")
+                        for n in c.numeric[:2])
+        examples = "<br>".join(html.escape(e["message"][:160]) for e in c.examples[:3])
+        rows.append(f"<tr><td><span class=sw style='background:{colour}'></span><code>{html.escape(c.fingerprint)}</code></td>"
+                    f"<td>{html.escape(c.title)}</td><td class=n>{c.size}</td><td class=n>{100 * c.share:.1f}%</td>"
+                    f"<td>{html.escape((c.first_seen or '')[:19])}<br>{html.escape((c.last_seen or '')[:19])}</td>"
                     f"<td>{dist}</td><td class=ex>{examples}</td></tr>")
-    t = doc["totals"]
+    t = doc.totals
     bars = []
-    top = max((c["size"] for c in clusters if c["systemic"]), default=1)
+    top = max((c.size for c in clusters if c.systemic), default=1)
     for i, c in enumerate(clusters):
-        if c["systemic"]:
-            bars.append(f"<div class=bar><span style='width:{300 * c['size'] / top:.0f}px;background:{PALETTE[i % len(PALETTE)]}'></span>"
-                        f" {html.escape(c['fingerprint'])} ({c['size']})</div>")
+        if c.systemic:
+            bars.append(f"<div class=bar><span style='width:{300 * c.size / top:.0f}px;background:{PALETTE[i % len(PALETTE)]}'></span>"
+                        f" {html.escape(c.fingerprint)} ({c.size})</div>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>policyctl failure clusters</title>
 <style>
@@ -99,8 +100,8 @@ td.n {{ text-align: right; }} td.ex {{ font-family: ui-monospace, monospace; fon
 .bar span {{ display: inline-block; height: 10px; }} .wrap {{ display: flex; gap: 24px; align-items: flex-start; }}
 </style></head><body>
 <h1>Failure clusters</h1>
-<p>{t['failures']} failures against {t['successes']} successful events: <b>{t['systemic_clusters']} systemic clusters</b>
-holding {t['systemic_events']} events; {t['rare_events']} rare one-off failures (grey). Embedder: {html.escape(doc['embedder'])}.</p>
+<p>{t.failures} failures against {t.successes} successful events: <b>{t.systemic_clusters} systemic clusters</b>
+holding {t.systemic_events} events; {t.rare_events} rare one-off failures (grey). Embedder: {html.escape(doc.embedder)}.</p>
 <div class=wrap>
 <svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="2-D map of failure templates">
 <rect width="{w}" height="{h}" fill="#fafafa" stroke="#ddd"/>
@@ -115,5 +116,6 @@ sized by its events and placed by a projection of its text embedding and the tra
 """
 
 
-def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, default=str) + "\n"
+def dumps(doc: ClusterReport) -> str:
+    """clusters.json as `policyctl cluster -o` writes it."""
+    return json.dumps(doc.to_dict(), indent=1, default=str) + "\n"

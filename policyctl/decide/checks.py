@@ -79,7 +79,7 @@ def check_vocabulary(snapshot: Snapshot) -> list[Problem]:
     (the bot must never open them); hand-written ones are warned about, since a person may
     know better than the declaration, and should then declare it.
     """
-    from policyctl.engine.modules import parse_module, route_heads
+    from policyctl.engine.modules import COMPUTED, parse_module, route_heads
     from policyctl.model.config import CONFIG_FILE, route_fields
 
     try:
@@ -107,7 +107,10 @@ def check_vocabulary(snapshot: Snapshot) -> list[Problem]:
                 continue
             types = sorted(head.action_types) if head.action_types else ["*"]
             for field_path, value in route_fields(head.params):
-                bad = [t for t in types if not config.vocabulary.allows(t, field_path, value)]
+                if value == COMPUTED:  # the value is computed: the field at least must be an alternative
+                    bad = [t for t in types if field_path not in config.vocabulary.for_type(t)]
+                else:
+                    bad = [t for t in types if not config.vocabulary.allows(t, field_path, value)]
                 if not bad:
                     continue
                 declared = config.vocabulary.for_type(bad[0]).get(field_path)

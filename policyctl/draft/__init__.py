@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence, load_evidence
-from policyctl.draft.model import Draft
 from policyctl.errors import PolicyctlError
+from policyctl.model.cluster import ClusterReport
+from policyctl.model.draft import Draft
 from policyctl.repo import Snapshot
 
 
@@ -105,16 +106,16 @@ class DraftRun:
                 "verified": len(self.verified), "rejected": len(self.drafts) - len(self.verified)}
 
 
-def run_drafts(clusters_doc: dict[str, Any], logs: list[Path], base_snapshot: Snapshot, *,
+def run_drafts(report: ClusterReport, logs: list[Path], base_snapshot: Snapshot, *,
                drafter: str | Drafter = "induce", only: list[str] | None = None,
                progress: Callable[[str], None] | None = None) -> DraftRun:
-    """Draft every systemic cluster (or those named in `only`) against the base policy set."""
-    clusters = [c for c in clusters_doc.get("clusters", []) if c.get("systemic")]
+    """Draft every systemic cluster of `report` (or those named in `only`) against the base policy set."""
+    clusters = report.systemic
     if only:
-        unknown = set(only) - {c["fingerprint"] for c in clusters}
+        unknown = set(only) - {c.fingerprint for c in clusters}
         if unknown:
             raise PolicyctlError(f"no systemic cluster with fingerprint {', '.join(sorted(unknown))} in the clusters file")
-        clusters = [c for c in clusters if c["fingerprint"] in only]
+        clusters = [c for c in clusters if c.fingerprint in only]
     impl = DRAFTERS[drafter]() if isinstance(drafter, str) else drafter
     base = build_revision(base_snapshot, verify=False).pipeline
     evidence, stats = load_evidence(clusters, logs)
@@ -122,25 +123,65 @@ def run_drafts(clusters_doc: dict[str, Any], logs: list[Path], base_snapshot: Sn
                          "problems": [p.to_dict() for p in stats.problems[:20]]})
     taken = {m.name for m in base.policies.rule_modules}
     for ev in evidence:
-        run.evidence[ev.cluster["fingerprint"]] = ev
+        run.evidence[ev.cluster.fingerprint] = ev
         if progress:
-            progress(ev.cluster["fingerprint"])
+            progress(ev.cluster.fingerprint)
         if not ev.failures:
-            run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "reason": "none of its events are in these logs"})
+            run.skipped.append({"fingerprint": ev.cluster.fingerprint, "reason": "none of its events are in these logs"})
             continue
         try:
             result = impl.draft(ev, base=base, base_snapshot=base_snapshot, taken=taken)
         except PolicyctlError as exc:  # one cluster's failure (an API error) must not lose the others' drafts
             result = f"{exc.code}: {exc.message}"
         if isinstance(result, str):
-            run.skipped.append({"fingerprint": ev.cluster["fingerprint"], "title": ev.cluster.get("title"), "reason": result})
+            run.skipped.append({"fingerprint": ev.cluster.fingerprint, "title": ev.cluster.title, "reason": result})
             continue
         taken.add(result.name)
         run.drafts.append(result)
+    reconcile(run.verified, base_snapshot)
     close = getattr(impl, "close", None)
     if callable(close) and isinstance(drafter, str):
         close()
     return run
+
+
+def reconcile(drafts: list[Draft], base_snapshot: Snapshot) -> None:
+    """Make the verified drafts of one run hold together as well as alone.
+
+    Each draft is verified against the base alone, but they are merged one after another:
+    a `keep` fixture of one rule (a near miss that worked) may lie in another rule's
+    failure region, and a `prevent` fixture may be decided by a sibling that wins by
+    precedence (deny over route). Such a fixture says nothing true about the merged policy
+    set, so it is dropped from its draft (and counted); a draft left with no `prevent`
+    fixture is no longer verified. The fixtures that remain pass alone and together.
+    """
+    from policyctl.decide import run_fixture
+    from policyctl.draft.verify import candidate_snapshot
+    from policyctl.model.records import Fixture
+
+    if len(drafts) < 2:
+        return
+    try:
+        together = build_revision(candidate_snapshot(base_snapshot, drafts), verify=False).pipeline
+    except PolicyctlError as exc:  # two modules that do not compile together: say so on each
+        for d in drafts:
+            d.verified = False
+            d.reasons = [f"does not build beside the other drafts of this run: {exc.message}"]
+        return
+    for d in drafts:
+        kept: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for i, f in enumerate(d.fixtures):
+            fx = Fixture.from_dict(f, file=d.fixtures_path, line=i + 1)
+            (kept if run_fixture(together, fx).passed else dropped).append(f)
+        if not dropped:
+            continue
+        d.fixtures = kept
+        d.verification.setdefault("fixtures", {})["dropped_for_siblings"] = [f["id"] for f in dropped]
+        if not any(f.get("why") == "prevent" for f in kept):
+            d.verified = False
+            d.reasons = [f"every prevent fixture is decided otherwise by another draft of this run "
+                         f"({', '.join(f['id'] for f in dropped[:3])})"]
 
 
 def write_drafts(drafts: list[Draft], root: Path) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from policyctl.errors import InputError, Problem
+from policyctl.model.cluster import Cluster
 from policyctl.model.jsonl import ReadStats, read_jsonl
 from policyctl.model.records import FAILURES
 
@@ -22,7 +23,7 @@ MAX_OK = 30_000
 class Evidence:
     """Events of one cluster, and the successful traffic it must not disturb."""
 
-    cluster: dict[str, Any]
+    cluster: Cluster
     train: list[dict[str, Any]]
     holdout: list[dict[str, Any]]
     ok: list[dict[str, Any]]
@@ -48,7 +49,7 @@ def _is_event(record: Any, where: str) -> Any:
     return record
 
 
-def load_evidence(clusters: list[dict[str, Any]], logs: Iterable[Path], *, seed: int = 0) -> tuple[list[Evidence], ReadStats]:
+def load_evidence(clusters: list[Cluster], logs: Iterable[Path], *, seed: int = 0) -> tuple[list[Evidence], ReadStats]:
     """One pass over the logs: each cluster's member events, and a uniform sample of ok traffic.
 
     Hold-out: the latest HOLDOUT_SHARE of a cluster's failures by time, never seen while drafting.
@@ -56,7 +57,7 @@ def load_evidence(clusters: list[dict[str, Any]], logs: Iterable[Path], *, seed:
     """
     member_of: dict[str, int] = {}
     for i, c in enumerate(clusters):
-        for m in c.get("members", []):
+        for m in c.members:
             member_of[m] = i
     events: list[list[dict[str, Any]]] = [[] for _ in clusters]
     ok: list[dict[str, Any]] = []

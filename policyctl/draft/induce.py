@@ -17,17 +17,13 @@ from collections import Counter
 from typing import Any
 
 from policyctl.cluster.ingest import flatten
+from policyctl.draft.bounds import nice_threshold
 from policyctl.draft.data import Evidence
-from policyctl.draft.model import (
-    Condition,
-    Draft,
-    Remedy,
-    nice_threshold,
-    region_metadata,
-    value_at,
-)
+from policyctl.draft.metadata import region_metadata
 from policyctl.model.config import Vocabulary
+from policyctl.model.draft import Condition, Draft, Remedy
 from policyctl.model.region import region_of_cluster
+from policyctl.model.values import value_at
 
 MAX_DEPTH = 4
 # A fault that fires with probability 0.75 leaves 25% lucky successes inside its own region:
@@ -255,9 +251,9 @@ def choose_remedy(ev: Evidence, bodies: list[list[Condition]], vocabulary: Vocab
     Only fields the repository's vocabulary declares as alternatives (policyctl.toml) are
     routed over, and only to declared values: every other field is the agent's intent.
     """
-    if ev.cluster.get("deadlock") or ev.kind == "conflict":
-        cycle = ev.cluster.get("deadlock") or {}
-        roles = " and ".join(cycle.get("roles", [])) or "the contending agents"
+    cycle = ev.cluster.deadlock
+    if cycle or ev.kind == "conflict":
+        roles = " and ".join(cycle.roles if cycle else ()) or "the contending agents"
         return Remedy("arbitrate", {}, f"{roles} contend for one resource; settling the order up front "
                       "(highest priority first, ties by agent id) removes the contention", {"kind": "conflict"})
     main = max(bodies, key=lambda b: sum(1 for x in ev.train if all(c.holds(x["input"]) for c in b)))
@@ -411,17 +407,17 @@ def make_draft(ev: Evidence, bodies: list[list[Condition]], *, taken: set[str], 
     """A rendered draft (not yet verified) for these rule bodies."""
     remedy = choose_remedy(ev, bodies, vocabulary)
     c = ev.cluster
-    fingerprint = c["fingerprint"]
+    fingerprint = c.fingerprint
     name = module_name(fingerprint, taken)
     words = " or ".join(" and ".join(x.words() for x in b) for b in bodies)
-    status = c.get("status", "error")
+    status = c.status
     target = ""
     if remedy.action == "route":
         target = f" to {remedy.evidence['field'].rsplit('.', 1)[-1]} {remedy.evidence['to']}"
     title = f"{remedy.action.capitalize()}{target} when {words}"[:120]
-    span = f"{(c.get('first_seen') or '?')[:10]} to {(c.get('last_seen') or '?')[:10]}"
-    message = f"{status}: {words} {STATUS_VERB.get(status, 'fails')} ({c.get('size', len(ev.failures))} failures, {span}); {remedy.action}{target}"
-    description = (f"Drafted from failure cluster {fingerprint}: {c.get('size', len(ev.failures))} {status} events "
+    span = f"{(c.first_seen or '?')[:10]} to {(c.last_seen or '?')[:10]}"
+    message = f"{status}: {words} {STATUS_VERB.get(status, 'fails')} ({c.size} failures, {span}); {remedy.action}{target}"
+    description = (f"Drafted from failure cluster {fingerprint}: {c.size} {status} events "
                    f"from {span}, when {words}. Remedy: {remedy.action}{target}, because {remedy.why}.")
     d = Draft(name=name, fingerprint=fingerprint, title=title, rule_id=f"{remedy.action}_{name}", bodies=bodies,
               remedy=remedy, message=message[:240], description=description, module_path=f"policies/rules/{name}.rego",
@@ -462,13 +458,12 @@ def alternatives(ev: Evidence, learned: list[list[Condition]]) -> list[tuple[str
         out.append((label, bodies))
 
     c = ev.cluster
-    roles = sorted((c.get("deadlock") or {}).get("roles") or [])
+    roles = sorted(c.deadlock.roles) if c.deadlock else []
     if not roles:
-        roles = [x["value"] for x in c.get("distinguishing") or [] if x.get("field") == "role" and x.get("share", 0) >= 0.8]
+        roles = [x.value for x in c.distinguishing if x.field == "role" and x.share >= 0.8]
     role_conds = [Condition("role", "has_role", r) for r in roles]
-    strong = [Condition(x["field"], "==", x["value"]) for x in c.get("distinguishing") or []
-              if x.get("share", 0) >= 0.8 and x.get("field") not in ("role", "count(agents)")
-              and isinstance(x.get("value"), str | int | float)]
+    strong = [Condition(x.field, "==", x.value) for x in c.distinguishing
+              if x.share >= 0.8 and x.field not in ("role", "count(agents)") and isinstance(x.value, str | int | float)]
     for body in learned:
         if role_conds and not all(rc in body for rc in role_conds):
             offer(f"narrower: {' and '.join(rc.words() for rc in role_conds)}",

@@ -27,12 +27,14 @@ from anthropic.types import MessageParam
 from policyctl.decide import Pipeline
 from policyctl.draft.data import Evidence
 from policyctl.draft.induce import module_name
-from policyctl.draft.model import Draft, Remedy, value_at, with_region
+from policyctl.draft.metadata import with_region
 from policyctl.draft.verify import MAX_FIXTURES, in_region, verify
 from policyctl.engine import compile_policy_set
 from policyctl.engine.modules import RULES_PREFIX, parse_module
 from policyctl.errors import PolicyCompileError, PolicyctlError
+from policyctl.model.draft import Draft, Remedy
 from policyctl.model.region import region_of_cluster
+from policyctl.model.values import value_at
 from policyctl.repo import Snapshot
 from policyctl.shadow.replay import decide, signature
 
@@ -239,8 +241,7 @@ def similar_ok(ev: Evidence, limit: int) -> list[dict[str, Any]]:
     combinations of those values, so the sample shows what works instead.
     """
     same = _constants(ev.train)
-    fields = [(c["field"], c["value"]) for c in ev.cluster.get("distinguishing", [])
-              if c.get("share", 0) >= 0.5 and c["field"] not in same]
+    fields = [(c.field, c.value) for c in ev.cluster.distinguishing if c.share >= 0.5 and c.field not in same]
 
     def got(inp: dict[str, Any], f: str) -> Any:
         if f == "role":
@@ -299,20 +300,20 @@ def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: i
     """The first user message: what to write, the policy set, the cluster, and sample events."""
     c = ev.cluster
     path = f"policies/rules/{name}.rego"
-    summary = {k: c[k] for k in _SUMMARY_KEYS if c.get(k) not in (None, [], {})}
-    summary["templates"] = [{"template": mask_secrets(t["template"]), "count": t.get("count")}
-                            for t in (c.get("templates") or [])[:8]]
+    data = c.to_dict()
+    summary = {k: data[k] for k in _SUMMARY_KEYS if data.get(k) not in (None, [], {})}
+    summary["templates"] = [{"template": mask_secrets(t.template), "count": t.count} for t in c.templates[:8]]
     failures = _spread(ev.train, samples)
     ok = similar_ok(ev, samples)
     lines = [
         f"Write the rule module `{path}`: package `{RULES_PREFIX}{name}`, METADATA `custom.cluster: "
-        f"{c['fingerprint']}` and `custom.mode: enforce`.",
+        f"{c.fingerprint}` and `custom.mode: enforce`.",
         "",
         "## The policy set it joins",
         _policies_section(base_snapshot, path),
         "",
         "## The failure cluster",
-        f"{c.get('size', len(ev.failures))} {c.get('status', 'failed')} events; `distinguishing` lists input "
+        f"{c.size} {c.status} events; `distinguishing` lists input "
         "fields whose value most failures share (`share`) and successful traffic seldom has (`success_share`); "
         "`numeric` lists thresholds beyond which the failures lie; `deadlock` the roles and resources of a "
         "wait-for cycle; `templates` the failure messages with their variables masked.",
@@ -538,8 +539,7 @@ class AnthropicDrafter:
 
     def draft(self, ev: Evidence, *, base: Pipeline, base_snapshot: Snapshot, taken: set[str]) -> Draft | str:
         """Ask, parse, verify, and retry with the errors; the verified draft, the last failed one, or why none."""
-        c = ev.cluster
-        name = module_name(c["fingerprint"], taken)
+        name = module_name(ev.cluster.fingerprint, taken)
         if not ev.train:
             return "no training failures to show Claude"
         started = time.monotonic()
@@ -587,7 +587,7 @@ class AnthropicDrafter:
     def _attempt(self, reply: Reply, ev: Evidence, *, name: str, base: Pipeline, base_snapshot: Snapshot) -> _Outcome:
         c = ev.cluster
         cut = " (your reply was cut off at max_tokens: write a shorter module)" if reply.stop_reason == "max_tokens" else ""
-        parsed = extract_module(reply.text, name=name, fingerprint=c["fingerprint"])
+        parsed = extract_module(reply.text, name=name, fingerprint=c.fingerprint)
         if isinstance(parsed, str):
             return _Outcome(None, [parsed + cut])
         path = f"policies/rules/{name}.rego"
@@ -597,15 +597,15 @@ class AnthropicDrafter:
         if module is None:
             return _Outcome(None, [str(p) for p in found])
         d = ClaudeDraft(
-            name=name, fingerprint=c["fingerprint"], title=module.title or str(c.get("title", name)),
+            name=name, fingerprint=c.fingerprint, title=module.title or c.title,
             rule_id="", bodies=[], remedy=Remedy("deny", {}, parsed.why or "as drafted by Claude"), message="",
             description=module.description, module_path=path, module_text=parsed.module,
             fixtures_path=f"shadow_fixtures/{name}.jsonl", fixtures=[], drafter="anthropic", cluster=c,
             when=parsed.when, region=region)
         d.verification = {"compiled": False, "fixtures_passed": False, "llm": {"fixed": parsed.fixed}}
         problems = [str(p) for p in found]
-        if module.cluster != c["fingerprint"]:
-            problems.append(f"{path}: METADATA custom.cluster must be {c['fingerprint']}, got {module.cluster!r}")
+        if module.cluster != c.fingerprint:
+            problems.append(f"{path}: METADATA custom.cluster must be {c.fingerprint}, got {module.cluster!r}")
         if module.mode != "enforce":
             problems.append(f"{path}: METADATA custom.mode must be enforce, got {module.mode!r}")
         if not re.search(r"^decisions\s+contains\b", parsed.module, re.M):

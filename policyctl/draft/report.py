@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from policyctl.draft import DraftRun
-from policyctl.draft.model import Draft
+from policyctl.model.draft import Draft
 
 
 def summary_markdown(d: Draft) -> str:
@@ -13,8 +13,8 @@ def summary_markdown(d: Draft) -> str:
     hold = v.get("holdout") or {}
     col = v.get("collateral") or {}
     lines = [f"### {'✅' if d.verified else '❌'} `{d.name}`: {d.title}", "",
-             f"- cluster `{d.fingerprint}`: {d.cluster.get('size', '?')} {d.cluster.get('status', '')} events, "
-             f"{(d.cluster.get('first_seen') or '?')[:19]} to {(d.cluster.get('last_seen') or '?')[:19]}",
+             f"- cluster `{d.fingerprint}`: {d.cluster.size} {d.cluster.status} events, "
+             f"{(d.cluster.first_seen or '?')[:19]} to {(d.cluster.last_seen or '?')[:19]}",
              "- when: " + " **or** ".join(d.conditions_in_words()),
              f"- remedy: **{d.remedy.action}** {d.remedy.params or ''}: {d.remedy.why}"]
     if v.get("compiled"):

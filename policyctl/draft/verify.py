@@ -8,8 +8,9 @@ from typing import Any
 from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence
 from policyctl.draft.induce import arbitrate_order
-from policyctl.draft.model import Draft
 from policyctl.errors import PolicyCompileError
+from policyctl.model.cluster import Cluster
+from policyctl.model.draft import Draft
 from policyctl.model.region import region_of_cluster
 from policyctl.repo import Snapshot
 from policyctl.shadow.replay import decide, ok_change, rule_regions, signature
@@ -71,7 +72,7 @@ def candidate_snapshot(base: Snapshot, drafts: list[Draft]) -> Snapshot:
     return Snapshot(revision=None, files=files, blob_ids={}, root=base.root)
 
 
-def in_region(input: dict[str, Any], cluster: dict[str, Any]) -> bool:
+def in_region(input: dict[str, Any], cluster: Cluster) -> bool:
     """Whether an input lies in the failure region the clustering found for `cluster`."""
     return region_of_cluster(cluster).contains(input)
 

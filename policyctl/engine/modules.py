@@ -253,15 +253,57 @@ def route_heads(text: str) -> list[RouteHead]:
         pm = re.search(r'"params"\s*:\s*\{', head)
         if pm:
             p_end = _closing(head, pm.end() - 1)
-            try:
-                params = json.loads(head[pm.end() - 1:p_end + 1].translate(_SHOW))
-            except (ValueError, IndexError):
-                params = None  # computed params: cannot be read statically
+            params = _params_literal(head[pm.end() - 1:p_end + 1])
         types = None
         if n < len(bodies) and "action.type" in bodies[n]:
             types = frozenset(str(v) for _, v in bodies[n]["action.type"])
         out.append(RouteHead(line, params, types))
     return out
+
+
+COMPUTED = "\ue010computed"  # a params leaf whose value a variable or call gives
+
+
+def _params_literal(text: str) -> Any:
+    """A params object as JSON, its non-literal leaves (`alternative`, `order[0]`) as COMPUTED, or None
+    when its keys or structure are not literal."""
+    try:
+        return json.loads(text.translate(_SHOW))
+    except ValueError:
+        pass
+    # a leaf is whatever follows `:` up to `,` or `}` at the same depth; replace non-literals
+    out, i, depth_stack = [], 0, []
+    while i < len(text):
+        c = text[i]
+        out.append(c)
+        if c in "{[":
+            depth_stack.append(c)
+        elif c in "}]":
+            if depth_stack:
+                depth_stack.pop()
+        elif c == ":" and depth_stack and depth_stack[-1] == "{":
+            j = i + 1
+            while j < len(text) and text[j] in " \t\n":
+                j += 1
+            if j < len(text) and text[j] not in "{[":
+                k, nest = j, 0
+                while k < len(text) and not (nest == 0 and text[k] in ",}"):
+                    nest += text[k] in "([{"
+                    nest -= text[k] in ")]}"
+                    k += 1
+                leaf = text[j:k].strip()
+                try:
+                    json.loads(leaf.translate(_SHOW))
+                    out.append(" " + leaf)
+                except ValueError:
+                    out.append(" " + json.dumps(COMPUTED))
+                i = k
+                continue
+        i += 1
+    try:
+        return json.loads("".join(out).translate(_SHOW))
+    except ValueError:
+        return None
 
 
 def _literal(text: str) -> Any:

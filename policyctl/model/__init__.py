@@ -1,4 +1,4 @@
-"""Events, decisions, fixtures and override headers: dataclasses, JSON Schemas, validation; no I/O."""
+"""Typed records that cross stages (events, decisions, fixtures, override headers, clusters, drafts, shadow reports): dataclasses, JSON Schemas, validation; no I/O."""
 
 from policyctl.model.records import (
     ACTIONS,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyctl.errors import ValidationError
-from policyctl.model.values import tag
+from policyctl.model.cluster import Cluster
+from policyctl.model.values import MISSING, tag, value_at
 
 OPS = ("==", "has_role", "roles_include", "in", ">", ">=", "<", "<=")
 STRONG_SHARE = 0.8  # a value held by at least this share of a cluster's failures explains it
@@ -26,19 +27,11 @@ def _agents(input: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in agents if isinstance(a, dict)] if isinstance(agents, list) else []
 
 
-_MISSING = object()
-
-
 def field_value(input: dict[str, Any], path: str) -> Any:
-    """The value at a dotted input path; `count(agents)` is the number of agents."""
+    """The value at a dotted input path (MISSING if none); `count(agents)` is the number of agents."""
     if path == "count(agents)":
         return len(_agents(input))
-    node: Any = input
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+    return value_at(input, path)
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class RegionTest:
             wanted = self.value if isinstance(self.value, list) else [self.value]
             return all(r in roles for r in wanted)
         got = field_value(input, self.field)
-        if got is _MISSING:
+        if got is MISSING:
             return False
         if self.op == "==":
             return bool(tag(got) == tag(self.value))
@@ -118,23 +111,22 @@ class Region:
         return cls(tuple(tests))
 
 
-def region_of_cluster(cluster: dict[str, Any]) -> Region:
+def region_of_cluster(cluster: Cluster) -> Region:
     """The region a cluster's explanation describes: its deadlock cycle, or its strong fields and bounds."""
-    cycle = cluster.get("deadlock")
+    cycle = cluster.deadlock
     if cycle:
-        tests = [RegionTest("role", "roles_include", sorted(cycle.get("roles", [])))]
-        kinds = cycle.get("resource_kinds") or []
-        if kinds:
-            tests.append(RegionTest("resource.kind", "in", list(kinds)))
+        tests = [RegionTest("role", "roles_include", sorted(cycle.roles))]
+        if cycle.resource_kinds:
+            tests.append(RegionTest("resource.kind", "in", list(cycle.resource_kinds)))
         return Region(tuple(tests))
     tests = []
-    for c in cluster.get("distinguishing") or []:
-        if c.get("share", 0) < STRONG_SHARE:
+    for c in cluster.distinguishing:
+        if c.share < STRONG_SHARE:
             continue
-        if c["field"] == "role":
-            tests.append(RegionTest("role", "has_role", c["value"]))
+        if c.field == "role":
+            tests.append(RegionTest("role", "has_role", c.value))
         else:
-            tests.append(RegionTest(c["field"], "==", c["value"]))
-    for n in cluster.get("numeric") or []:
-        tests.append(RegionTest(n["field"], ">=" if n["direction"] == ">" else "<=", n["threshold"]))
+            tests.append(RegionTest(c.field, "==", c.value))
+    for n in cluster.numeric:
+        tests.append(RegionTest(n.field, ">=" if n.direction == ">" else "<=", n.threshold))
     return Region(tuple(tests))

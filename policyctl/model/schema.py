@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 
 from policyctl.errors import ValidationError
 
-SCHEMAS = ("event", "input", "decision", "fixture", "override_header", "clusters", "config")
+SCHEMAS = ("event", "input", "decision", "fixture", "override_header", "cluster", "clusters", "config")
 _BASE = "https://policyctl.dev/schemas/"
 
 

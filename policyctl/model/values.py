@@ -1,4 +1,4 @@
-"""Value semantics shared by the stages: equality as Rego sees it."""
+"""Value semantics shared by the stages: equality as Rego sees it, and numbers as a reviewer reads them."""
 
 from __future__ import annotations
 
@@ -21,3 +21,24 @@ def tag(value: Any) -> tuple[str, Any]:
     if value is None:
         return ("z", None)
     return ("x", json.dumps(value, sort_keys=True, default=str))
+
+
+MISSING: Any = object()  # what a path that is not in the input holds: equal to no JSON value
+
+
+def value_at(input: dict[str, Any], path: str) -> Any:
+    """The value at a dotted input path, or MISSING."""
+    node: Any = input
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def human(value: float) -> str:
+    """2200240000 -> 2.2G: thresholds a reviewer reads at a glance."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e4)):
+        if abs(value) >= size:
+            return f"{value / (1e3 if unit == 'k' else size):.3g}{unit}"
+    return f"{value:g}"

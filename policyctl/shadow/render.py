@@ -6,7 +6,7 @@ import json
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from policyctl.shadow.report import ShadowReport
+from policyctl.model.shadow import ShadowReport
 
 FORMATS = ("table", "json", "markdown", "junit")
 

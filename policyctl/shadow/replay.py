@@ -25,8 +25,8 @@ from policyctl.model.jsonl import MAX_LINE_BYTES, iter_lines
 from policyctl.model.records import FAILURES, Fixture
 from policyctl.model.region import Region
 from policyctl.model.schema import schema_errors
+from policyctl.model.shadow import ERROR, Example, Partial, ShadowReport, transition
 from policyctl.repo import Snapshot
-from policyctl.shadow.report import ERROR, Example, Partial, ShadowReport, transition
 
 CHUNK_LINES = 1000
 Progress = Callable[[int], None]

@@ -1,28 +1,15 @@
-"""A draft: conditions, a remedy, the Rego module and fixtures that encode them, and its verification."""
+"""A draft: conditions, a remedy, the Rego module and fixtures that encode them, and its verification. No I/O."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyctl.cluster.core import human
+from policyctl.model.cluster import Cluster
 from policyctl.model.region import Region
-from policyctl.model.values import tag
-
-
-def value_at(input: dict[str, Any], path: str) -> Any:
-    node: Any = input
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-_MISSING = object()
+from policyctl.model.values import MISSING, human, tag, value_at
 
 
 @dataclass(frozen=True)
@@ -39,9 +26,9 @@ class Condition:
             return (self.value in roles) == (self.op == "has_role")
         got = len(input.get("agents") or []) if self.field == "count(agents)" else value_at(input, self.field)
         if self.op in ("==", "!="):
-            same = got is not _MISSING and tag(got) == tag(self.value)
+            same = got is not MISSING and tag(got) == tag(self.value)
             return same if self.op == "==" else not same
-        if got is _MISSING or isinstance(got, bool) or not isinstance(got, int | float):
+        if got is MISSING or isinstance(got, bool) or not isinstance(got, int | float):
             return False
         return got > self.value if self.op == ">" else got <= self.value
 
@@ -87,99 +74,6 @@ def _ident(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"
 
 
-def nice_threshold(value: float, below: list[float], above: list[float], *, failures_above: bool = True) -> float:
-    """The roundest bound t with every `below` value at or under it and every `above` value over it,
-    rounded toward covering the failures, never away from them.
-
-    The data only says the fault's true bound lies somewhere in [max(below), min(above)).
-    Real bounds are round (2 GiB, 8 MB, 100 rows) and the failures nearest to them are the
-    rarest in a sample, so a bound drawn at the failures' edge leaves the true failures
-    between the two uncovered. With failures above (`x > t`) the smallest round number in
-    the gap is taken; with failures below (`x <= t`) the largest.
-    """
-    lo = max(below) if below else -math.inf
-    hi = min(above) if above else math.inf
-    if lo >= hi:
-        return value
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        edge = hi if failures_above else lo
-        if not math.isfinite(edge):
-            return value
-        # no ok value on the far side: the edge of the failures themselves, rounded outward
-        for digits in range(1, 10):
-            c = _floor(edge, digits) if failures_above else _ceil(edge, digits)
-            if lo <= c < hi:
-                return c
-        return value
-    found = value
-    for digits in range(1, 16):
-        c = _ceil(lo, digits) if failures_above else _floor(hi, digits)
-        if not failures_above and c >= hi:
-            c = _step_down(hi, digits)
-        if lo <= c < hi:
-            found = c
-            break
-    # Limits in software are as often binary as decimal (2 GiB, 8 MiB, 64 KiB): a power of two in
-    # the gap is as round as the decimal found, and the one nearer the ok side covers more.
-    powers = [float(2**n) for n in range(4, 64) if lo <= 2**n < hi]
-    candidates = [found, *powers] if lo <= found < hi else powers
-    if not candidates:
-        return value
-    return min(candidates) if failures_above else max(candidates)
-
-
-def _to_digits(x: float, digits: int, how: Any) -> float:
-    """x rounded by `how` (math.ceil or math.floor) to `digits` significant digits, exactly for integers."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    e = digits - 1 - math.floor(math.log10(abs(x)))
-    try:
-        if e >= 0:
-            return float(how(x * 10**e)) / 10**e
-        unit = 10 ** (-e)
-        return float(how(x / unit) * unit)
-    except OverflowError:  # subnormal or huge magnitudes: leave the value as it is
-        return x
-
-
-def _ceil(x: float, digits: int) -> float:
-    return _to_digits(x, digits, math.ceil)
-
-
-def _floor(x: float, digits: int) -> float:
-    return _to_digits(x, digits, math.floor)
-
-
-def _step_down(x: float, digits: int) -> float:
-    return _to_digits(x, digits, lambda v: math.ceil(v) - 1)
-
-
-def region_metadata(region: Region) -> list[str]:
-    """METADATA lines for custom.region (JSON flow style, which is YAML): the failure region the rule
-    answers, so every replay tells its in-region changes from collateral the same way."""
-    if not region.tests:
-        return []
-    return ["#   region:"] + [f"#     - {json.dumps(t.to_dict(), sort_keys=True)}" for t in region.tests]
-
-
-def with_region(module_text: str, region: Region) -> str:
-    """A drafted module with its METADATA's custom.region set to `region` (replacing one it had)."""
-    lines = module_text.split("\n")
-    out: list[str] = []
-    skipping = False
-    for line in lines:
-        if skipping:
-            if line.startswith("#     - ") or line.startswith("#       "):
-                continue
-            skipping = False
-        if line.strip() == "#   region:":
-            skipping = True
-            continue
-        out.append(line)
-        if line.rstrip() == "# custom:":
-            out.extend(region_metadata(region))
-    return "\n".join(out)
-
 
 @dataclass
 class Remedy:
@@ -209,7 +103,7 @@ class Draft:
     verification: dict[str, Any] = field(default_factory=dict)
     verified: bool = False
     reasons: list[str] = field(default_factory=list)
-    cluster: dict[str, Any] = field(default_factory=dict)
+    cluster: Cluster = field(kw_only=True)  # the cluster it answers
     # the cluster's failure region (from its explanation, not from this rule), written to METADATA
     region: Region = field(default_factory=Region)
     # every candidate the drafter verified for this cluster, in order, with why each lost

@@ -1,4 +1,4 @@
-"""The shadow report: totals, transition matrices per rule and per fixture file, worst examples."""
+"""The shadow report: totals, transition matrices per rule and per fixture file, worst examples. No I/O."""
 
 from __future__ import annotations
 
