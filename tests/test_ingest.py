@@ -129,3 +129,68 @@ def test_normalize_writes_event_lines_the_replays_read(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 30 and all(isinstance(x["input"], dict) for x in lines)
     assert choose(out).name == "events"
+
+
+# ---------------------------------------------------------------------- the commands
+
+
+def test_cluster_reads_otlp_traces_and_finds_the_failing_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policyctl.cli.main import main
+
+    path = tmp_path / "traces.jsonl"
+    path.write_text(data.otlp_json_lines(60))
+    assert main(["cluster", str(path), "--embedder", "tfidf", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["totals"]["failures"] == 30 and "read 60 events (otlp-json 60)" in captured.err
+    (top,) = [c for c in doc["clusters"] if c["size"] >= 25]
+    assert any(d["field"] == "action.tool" and d["value"] == "book_hotel" for d in top["distinguishing"])
+
+
+@pytest.mark.parametrize("embedder", ["tfidf"])
+def test_a_csv_with_multiline_and_empty_messages_clusters_without_crashing(tmp_path: Path, embedder: str,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from policyctl.cli.main import main
+
+    path = tmp_path / "failures.csv"
+    text = data.multiline_csv(40).replace("TimeoutError: read timed out", "")  # some failures say nothing
+    path.write_text(text)
+    assert main(["cluster", str(path), "--embedder", embedder, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["failures"] == 20
+
+
+def test_an_unreadable_input_exits_1_with_the_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policyctl.cli.main import main
+
+    path = tmp_path / "junk.jsonl"
+    path.write_text('{"x": 1}\nnot json\n')
+    assert main(["cluster", str(path), "--embedder", "tfidf"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing readable" in err and "bad_json 1" in err and "not_an_event 1" in err
+    assert main(["shadow", "--repo", str(tmp_path), "--base", "HEAD", "--logs", str(path)]) in (1, 2)
+
+
+def test_shadow_replays_an_opa_decision_log(policy_repo: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from policyctl.cli.main import main
+
+    path = tmp_path / "decisions.log"
+    path.write_text(data.opa_decision_log())
+    code = main(["shadow", "--repo", str(policy_repo), "--base", "HEAD", "--candidate", "HEAD", "--logs", str(path),
+                 "--no-fixtures", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["totals"]["events"] == 3
+    # every logged OPA input is replayed: the seed policies route parquet off SMB on both revisions
+    assert out["matrix"] == {"route→route": 3}
+
+
+def test_mapped_export_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policyctl.cli.main import main
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text(data.mapped_export(40))
+    args = [f"--map={m}" for m in MAPPING]
+    assert main(["cluster", str(path), "--embedder", "tfidf", "--json", *args]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["failures"] == 20

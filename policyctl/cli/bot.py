@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from policyctl.cli.common import emit_json, repo_option
+from policyctl.cli.common import emit_json, format_options, normalized_logs, repo_option
 
 
 @click.group()
@@ -47,10 +48,11 @@ def bot() -> None:
               help="Also write the clusters it found here: clusters.json and an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@format_options
 def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: int | None, dry_run: bool,
         embedder: str, drafter: str, author: str | None, labels: tuple[str, ...], remote: str,
         github_repo: str | None, min_size: int, jobs: int | None, report: Path | None, as_json: bool,
-        quiet: bool) -> int:
+        quiet: bool, fmt: str, maps: tuple[str, ...], mapping_file: Path | None) -> int:
     """Cluster LOGS and keep one pull request per systemic failure cluster.
 
     Skips clusters the base branch already prevents (95% of their failures decided
@@ -69,10 +71,12 @@ def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: i
     def say(msg: str) -> None:  # one line per stage on stderr, with the time since the start
         click.echo(f"[{time.monotonic() - started:6.1f}s] {msg}", err=True)
 
-    result = run_bot(repo, list(logs), forge=forge, base=base, author=author or DEFAULT_AUTHOR, max_prs=max_prs,
-                     dry_run=dry_run, embedder=embedder, drafter=drafter, labels=labels,
-                     jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size,
-                     progress=None if quiet or as_json else say, report_dir=report)
+    with tempfile.TemporaryDirectory(prefix="policyctl-logs-") as tmp:
+        paths = normalized_logs(logs, Path(tmp), fmt=fmt, maps=maps, mapping_file=mapping_file)
+        result = run_bot(repo, paths, forge=forge, base=base, author=author or DEFAULT_AUTHOR, max_prs=max_prs,
+                         dry_run=dry_run, embedder=embedder, drafter=drafter, labels=labels,
+                         jobs=jobs or _jobs(logs, default_jobs()), min_size=min_size,
+                         progress=None if quiet or as_json else say, report_dir=report)
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
+from policyctl.cli.common import format_options
+
 
 @click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "text", "csv"]), default="auto", show_default=True,
-              help="Input format; auto looks at the file name and first line.")
+@format_options
 @click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True,
               help="minilm: all-MiniLM-L6-v2, offline (needs torch); tfidf: no torch.")
 @click.option("--min-size", type=click.IntRange(1), default=5, show_default=True,
@@ -23,11 +24,12 @@ import click
               help="Write a self-contained HTML report with a 2-D map of the clusters.")
 @click.option("--json", "as_json", is_flag=True, help="Print clusters.json to standard output.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line instead of skipping it.")
-def cluster(logs: tuple[Path, ...], fmt: str, embedder: str, min_size: int, include_all: bool, output: Path | None,
-            html_path: Path | None, as_json: bool, strict: bool) -> int:
+def cluster(logs: tuple[Path, ...], fmt: str, maps: tuple[str, ...], mapping_file: Path | None, embedder: str,
+            min_size: int, include_all: bool, output: Path | None, html_path: Path | None, as_json: bool,
+            strict: bool) -> int:
     """Cluster the failures in LOGS into systemic failures a policy can answer.
 
-    Reads exported events (JSONL), plain text lines or CSV, streaming. Masks
+    Reads any log format policyctl knows (see --format), streaming. Masks
     variables and mines templates, embeds each template once, clusters templates
     together with the traffic they fail on, finds deadlock cycles in waits_for,
     and gives each systemic cluster a fingerprint that stays the same when
@@ -36,13 +38,17 @@ def cluster(logs: tuple[Path, ...], fmt: str, embedder: str, min_size: int, incl
     """
     from policyctl.cluster import cluster_logs
     from policyctl.cluster.report import dumps, render_html, render_table
+    from policyctl.ingest import ReadSummary, load_mapping
 
     progress, finish = _progress(logs)
+    summary = ReadSummary()
     try:
         doc, points = cluster_logs(list(logs), fmt=fmt, embedder=embedder, min_size=min_size,
-                                   include_all=include_all, strict=strict, progress=progress)
+                                   include_all=include_all, strict=strict, progress=progress,
+                                   mapping=load_mapping(maps, mapping_file), summary=summary)
     finally:
         finish()
+    click.echo(summary.line(), err=True)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(dumps(doc))

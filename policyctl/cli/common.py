@@ -27,3 +27,42 @@ def load_snapshot(repo: Path, ref: str | None, worktree: bool) -> Snapshot:
 
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def format_options(func: Any, flag: str = "--format") -> Any:
+    """--format, --map and --mapping: how to read logs of any format (policyctl.ingest's registry).
+
+    The format lands in the parameter `fmt` (or `log_fmt` when the flag is `--log-format`)."""
+    from policyctl.ingest import FORMATS
+
+    func = click.option("--mapping", "mapping_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="A mapping file: a JSON object {target: source} or target=source lines.")(func)
+    func = click.option("--map", "maps", multiple=True, metavar="TARGET=SOURCE",
+                        help="Where an Event field is in other JSON records, e.g. outcome.message=error.detail; "
+                             "repeat for more.")(func)
+    dest = "fmt" if flag == "--format" else "log_fmt"
+    return click.option(flag, dest, type=click.Choice(FORMATS), default="auto", show_default=True,
+                        help="Log format; auto chooses by content: events (policyctl's), otlp-json, otlp-proto, "
+                             "opa (decision logs), json (documents, transcripts), csv, text, mapped.")(func)
+
+
+def log_format_options(func: Any) -> Any:
+    """format_options for commands whose --format is their output's: --log-format."""
+    return format_options(func, flag="--log-format")
+
+
+def normalized_logs(logs: tuple[Path, ...] | list[Path], into: Path, *, fmt: str = "auto", maps: tuple[str, ...] = (),
+                    mapping_file: Path | None = None) -> list[Path]:
+    """The logs as policyctl Event lines under `into`, with a one-line summary on stderr; exit 1 when
+    nothing in them is readable."""
+    from policyctl.ingest import ReadSummary, load_mapping, normalize
+
+    if not logs:
+        return []
+    summary = ReadSummary()
+    paths = normalize(list(logs), into, fmt=fmt, mapping=load_mapping(maps, mapping_file), summary=summary)
+    click.echo(summary.line(), err=True)
+    for problem in summary.problems[:5]:
+        click.echo(f"  {problem}", err=True)
+    summary.require_some()
+    return paths

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
-from policyctl.cli.common import repo_option
+from policyctl.cli.common import format_options, normalized_logs, repo_option
 
 
 @click.command()
@@ -28,8 +29,10 @@ from policyctl.cli.common import repo_option
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write verified drafts, draft.json and DRAFTS.md under this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print draft.json.")
+@format_options
 def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[str, ...], drafter: str,
-          model: str | None, base: str, write: bool, out_dir: Path | None, as_json: bool) -> int:
+          model: str | None, base: str, write: bool, out_dir: Path | None, as_json: bool, fmt: str,
+          maps: tuple[str, ...], mapping_file: Path | None) -> int:
     """Draft a Rego rule module and fixtures for each systemic cluster, and verify it.
 
     A draft is kept only when it compiles with the policy set at --base, every
@@ -54,8 +57,11 @@ def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[s
         from policyctl.draft.llm import AnthropicDrafter
 
         impl = AnthropicDrafter(model=model)
-    run = run_drafts(clusters, list(logs), snapshot(repo, base), drafter=impl, only=list(only) or None,
-                     progress=(lambda fp: click.echo(f"drafting {fp} …", err=True)) if sys.stderr.isatty() else None)
+    with tempfile.TemporaryDirectory(prefix="policyctl-logs-") as tmp:
+        paths = normalized_logs(logs, Path(tmp), fmt=fmt, maps=maps, mapping_file=mapping_file)
+        run = run_drafts(clusters, paths, snapshot(repo, base), drafter=impl, only=list(only) or None,
+                         progress=(lambda fp: click.echo(f"drafting {fp} …", err=True)) if sys.stderr.isatty()
+                         else None)
     doc = run.to_dict()
     if write:
         for path in write_drafts(run.verified, repo):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from policyctl.cli.common import load_snapshot, repo_option
+from policyctl.cli.common import load_snapshot, log_format_options, normalized_logs, repo_option
 
 
 @click.command()
@@ -20,6 +20,7 @@ from policyctl.cli.common import load_snapshot, repo_option
               help="Exported event log (JSONL) to replay; repeat for more. Without it: the sources "
                    "named in policyctl.toml and the bots' evidence samples (shadow_evidence/).")
 @click.option("--no-history", is_flag=True, help="Without --logs, replay the fixtures only.")
+@log_format_options
 @click.option("--no-fixtures", is_flag=True, help="Replay only the logs, not the candidate's fixtures.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown", "junit"]), default="table",
               show_default=True)
@@ -29,6 +30,7 @@ from policyctl.cli.common import load_snapshot, repo_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes [default: CPUs].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
 def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: tuple[Path, ...], no_history: bool,
+           log_fmt: str, maps: tuple[str, ...], mapping_file: Path | None,
            no_fixtures: bool, fmt: str, max_collateral: float | None, jobs: int | None, output: Path | None) -> int:
     """Replay fixtures and logged events through BASE and CANDIDATE.
 
@@ -65,7 +67,7 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
     config = cand_snap.config
     budget = max_collateral if max_collateral is not None else config.budgets.max_collateral_pct
     with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
-        paths = list(logs)
+        paths = normalized_logs(logs, Path(tmp) / "logs", fmt=log_fmt, maps=maps, mapping_file=mapping_file)
         if not paths and not no_history and cand_snap is not base_snap:
             history = resolve_history(repo, None if worktree else candidate or "HEAD", config, into=Path(tmp),
                                       evidence_refs=[base])

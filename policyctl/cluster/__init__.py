@@ -6,19 +6,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from policyctl.ingest.base import Mapping, ReadSummary
 from policyctl.model.cluster import ClusterReport
 
 
 def cluster_logs(paths: list[Path], *, fmt: str = "auto", embedder: str = "minilm", min_size: int = 5,
-                 include_all: bool = False, strict: bool = False,
-                 progress: Callable[[int], None] | None = None) -> tuple[ClusterReport, list[tuple[float, float, int, int]]]:
+                 include_all: bool = False, strict: bool = False, progress: Callable[[int], None] | None = None,
+                 mapping: Mapping | None = None,
+                 summary: ReadSummary | None = None) -> tuple[ClusterReport, list[tuple[float, float, int, int]]]:
     """Read, mine, embed and cluster logs; return the clusters (clusters.json's record) and the map's points."""
     from policyctl.cluster.core import cluster_records
     from policyctl.cluster.ingest import IngestStats, read_logs
     from policyctl.cluster.report import to_report
 
     stats = IngestStats()
-    records = read_logs(paths, fmt=fmt, strict=strict, stats=stats, progress=progress)
+    records = read_logs(paths, fmt=fmt, strict=strict, stats=stats, progress=progress, mapping=mapping,
+                        summary=summary)
     result = cluster_records(records, embedder=_Lazy(embedder), min_size=min_size, include_all=include_all,
                              stats=stats)
     return to_report(result), result.unit_coords

@@ -33,6 +33,7 @@ class ReadSummary:
     events: Counter[str] = field(default_factory=Counter)  # reader -> events
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> records
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # records kept with a repair (truncated, bad UTF-8)
     superseded: int = 0  # decision lines replaced by a later line with the same id (its outcome)
 
     @property
@@ -43,6 +44,10 @@ class ReadSummary:
         self.skipped[reason] += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(problem)
+
+    def warn(self, problem: Problem) -> None:
+        if len(self.warnings) < MAX_PROBLEMS:
+            self.warnings.append(problem)
 
     def line(self) -> str:
         """One line for a terminal: `read 1,200 events (otlp-json 1,200); skipped 3 (bad_json 2, …)`."""

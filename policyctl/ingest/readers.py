@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import re
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,8 @@ def iso_from_nanos(value: Any) -> str | None:
         return None
     if n <= 0:
         return None
-    return datetime.fromtimestamp(n / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, nanos = divmod(n, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -193,10 +194,17 @@ def _attr_value(value: Any) -> Any:
 
 def _attrs(items: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in items or []:
-        if isinstance(item, dict) and isinstance(item.get("key"), str):
-            out[item["key"]] = _attr_value(item.get("value"))
+    for item in items or ():
+        try:
+            value = item["value"]
+            string = value.get("stringValue", _NONE)  # the common case first: most attributes are strings
+            out[item["key"]] = string if string is not _NONE else _attr_value(value)
+        except (KeyError, TypeError, AttributeError):
+            continue
     return out
+
+
+_NONE = object()
 
 
 def _maybe_json(value: Any) -> Any:
@@ -208,8 +216,9 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def span_event(span: dict[str, Any], resource: dict[str, Any], scope: str | None) -> Event:
-    """One span (OTLP/JSON shape, attributes already plain) as an Event, by the GenAI semantic conventions.
+def span_event(span: dict[str, Any], resource: dict[str, Any], scope: str | None,
+               attributes: dict[str, Any] | None = None) -> Event:
+    """One span (OTLP/JSON shape) as an Event, by the GenAI semantic conventions.
 
     operation (`gen_ai.operation.name`) → action.type; the agent (`gen_ai.agent.id`/`.name`,
     else the service) → input.agents; `gen_ai.tool.name` and `gen_ai.tool.call.arguments` →
@@ -217,51 +226,60 @@ def span_event(span: dict[str, Any], resource: dict[str, Any], scope: str | None
     status and exception events → outcome. The trace and span ids and every attribute are
     kept under `otel`.
     """
-    a = span.get("attributes") or {}
+    a = attributes if attributes is not None else _attrs(span.get("attributes"))
+    get = a.get
     service = resource.get("service.name")
-    agent_id = a.get("gen_ai.agent.id") or a.get("gen_ai.agent.name") or service or "unknown"
-    agent: dict[str, Any] = {"id": str(agent_id)}
-    role = a.get("gen_ai.agent.name") or a.get("agent.role") or service
+    agent_name = get("gen_ai.agent.name")
+    agent: dict[str, Any] = {"id": str(get("gen_ai.agent.id") or agent_name or service or "unknown")}
+    role = agent_name or get("agent.role") or service
     if role:
         agent["role"] = str(role)
-    operation = a.get("gen_ai.operation.name") or span.get("name") or "span"
-    action: dict[str, Any] = {"type": str(operation)}
-    if a.get("gen_ai.tool.name") is not None:
-        action["tool"] = a["gen_ai.tool.name"]
-    if a.get("gen_ai.tool.call.arguments") is not None:
-        action["arguments"] = _maybe_json(a["gen_ai.tool.call.arguments"])
-    for key, field in (("gen_ai.request.model", "model"), ("gen_ai.system", "system"),
-                       ("gen_ai.provider.name", "provider")):
-        if a.get(key) is not None:
-            action[field] = a[key]
-    inp: dict[str, Any] = {"kind": "action", "agents": [agent], "action": action,
-                           "resource": {"kind": "service", "id": str(service or scope or "unknown")}}
+    action: dict[str, Any] = {"type": str(get("gen_ai.operation.name") or span.get("name") or "span")}
+    tool = get("gen_ai.tool.name")
+    if tool is not None:
+        action["tool"] = tool
+    arguments = get("gen_ai.tool.call.arguments")
+    if arguments is not None:
+        action["arguments"] = _maybe_json(arguments)
+    for key, field in _GENAI_FIELDS:
+        value = get(key)
+        if value is not None:
+            action[field] = value
     status = span.get("status") or {}
-    exceptions = [e for e in span.get("events") or [] if isinstance(e, dict) and e.get("name") == "exception"]
-    exc_attrs = [_attrs(e.get("attributes")) if isinstance(e.get("attributes"), list) else (e.get("attributes") or {})
-                 for e in exceptions]
-    error_type = a.get("error.type") or next((x.get("exception.type") for x in exc_attrs if x.get("exception.type")), None)
-    failed = status.get("code") in (_OTEL_ERROR, "STATUS_CODE_ERROR") or error_type is not None or bool(exceptions)
-    message = (status.get("message") or next((x.get("exception.message") for x in exc_attrs
-                                              if x.get("exception.message")), None) or "")
+    error_type = get("error.type")
+    message = status.get("message") or ""
+    failed = status.get("code") in (_OTEL_ERROR, "STATUS_CODE_ERROR") or error_type is not None
+    trace: list[str] = []
+    for e in span.get("events") or ():
+        if isinstance(e, dict) and e.get("name") == "exception":
+            failed = True
+            x = e.get("attributes")
+            x = _attrs(x) if isinstance(x, list) else (x or {})
+            error_type = error_type or x.get("exception.type")
+            message = message or x.get("exception.message") or ""
+            if x.get("exception.stacktrace"):
+                trace.append(str(x["exception.stacktrace"]))
     if failed and not message:
         message = str(error_type or "error")
-    outcome_status = "ok"
-    if failed:
-        outcome_status = "timeout" if _TIMEOUT_WORDS.search(f"{error_type} {message}") else "error"
+    outcome_status = ("timeout" if _TIMEOUT_WORDS.search(f"{error_type} {message}") else "error") if failed else "ok"
     start, end = span.get("startTimeUnixNano"), span.get("endTimeUnixNano")
     duration = None
     if isinstance(start, str | int) and isinstance(end, str | int):
         with contextlib.suppress(ValueError):
             duration = round((int(end) - int(start)) / 1e6, 3)
-    outcome: dict[str, Any] = {"status": outcome_status, "message": str(message), "code": error_type,
-                               "duration_ms": duration}
-    trace = [str(x.get("exception.stacktrace")) for x in exc_attrs if x.get("exception.stacktrace")]
-    return {"id": f"span-{span.get('traceId', '')}-{span.get('spanId', '')}", "ts": iso_from_nanos(start),
-            "input": inp, "outcome": outcome, "trace": trace,
-            "otel": {"trace_id": span.get("traceId"), "span_id": span.get("spanId"),
-                     "parent_span_id": span.get("parentSpanId") or None, "name": span.get("name"),
-                     "kind": span.get("kind"), "scope": scope, "resource": resource, "attributes": a}}
+    trace_id, span_id = span.get("traceId", ""), span.get("spanId", "")
+    return {"id": f"span-{trace_id}-{span_id}", "ts": iso_from_nanos(start),
+            "input": {"kind": "action", "agents": [agent], "action": action,
+                      "resource": {"kind": "service", "id": str(service or scope or "unknown")}},
+            "outcome": {"status": outcome_status, "message": str(message), "code": error_type,
+                        "duration_ms": duration},
+            "trace": trace,
+            "otel": {"trace_id": trace_id, "span_id": span_id, "parent_span_id": span.get("parentSpanId") or None,
+                     "name": span.get("name"), "kind": span.get("kind"), "scope": scope, "resource": resource,
+                     "attributes": a}}
+
+
+_GENAI_FIELDS = (("gen_ai.request.model", "model"), ("gen_ai.system", "system"), ("gen_ai.provider.name", "provider"))
 
 
 def _export_events(doc: Any) -> Iterator[Event]:
@@ -271,7 +289,6 @@ def _export_events(doc: Any) -> Iterator[Event]:
             scope = ((ss or {}).get("scope") or (ss or {}).get("instrumentationLibrary") or {}).get("name")
             for span in (ss or {}).get("spans") or []:
                 if isinstance(span, dict):
-                    span = {**span, "attributes": _attrs(span.get("attributes"))}
                     yield span_event(span, resource, scope)
 
 
@@ -322,7 +339,6 @@ class OtlpProtoReader:
         return 0.5 if head[:1] == b"\x0a" and not _printable(head) else 0.0
 
     def read(self, path: Path, summary: ReadSummary, mapping: Mapping | None) -> Iterator[Event]:
-        from google.protobuf import json_format
         from google.protobuf.message import DecodeError
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
@@ -348,23 +364,40 @@ class OtlpProtoReader:
                 summary.skip("bad_protobuf", Problem(str(path), f"message {i}: not an OTLP protobuf "
                                                      f"ExportTraceServiceRequest ({exc})", code="bad_protobuf"))
                 continue
-            doc = json_format.MessageToDict(request)
-            # protobuf's JSON mapping writes bytes as base64; OTLP/JSON writes trace and span ids as hex
-            _hex_ids(doc, request)
-            if not doc.get("resourceSpans"):
+            if not request.resource_spans:
                 summary.skip("empty_export", Problem(str(path), f"message {i}: no spans", code="empty_export"))
                 continue
-            yield from _export_events(doc)
+            yield from _proto_events(request)
 
 
-def _hex_ids(doc: dict[str, Any], request: Any) -> None:
-    docs = [s for rs in doc.get("resourceSpans", []) for ss in rs.get("scopeSpans", []) for s in ss.get("spans", [])]
-    protos = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    for d, p in zip(docs, protos, strict=False):
-        d["traceId"], d["spanId"] = p.trace_id.hex(), p.span_id.hex()
-        d["parentSpanId"] = p.parent_span_id.hex() if p.parent_span_id else ""
-        if "status" in d and isinstance(d["status"].get("code"), str):
-            d["status"]["code"] = {"STATUS_CODE_ERROR": _OTEL_ERROR, "STATUS_CODE_OK": 1}.get(d["status"]["code"], 0)
+def _proto_value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_proto_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return _proto_attrs(v.kvlist_value.values)
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind) if kind else None
+
+
+def _proto_attrs(items: Any) -> dict[str, Any]:
+    return {kv.key: _proto_value(kv.value) for kv in items}
+
+
+def _proto_events(request: Any) -> Iterator[Event]:
+    """Spans of a protobuf export, in the OTLP/JSON shape span_event reads (ids as hex, as OTLP/JSON has them)."""
+    for rs in request.resource_spans:
+        resource = _proto_attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            scope = ss.scope.name or None
+            for sp in ss.spans:
+                events = [{"name": e.name, "attributes": _proto_attrs(e.attributes)} for e in sp.events]
+                span = {"traceId": sp.trace_id.hex(), "spanId": sp.span_id.hex(),
+                        "parentSpanId": sp.parent_span_id.hex(), "name": sp.name, "kind": sp.kind,
+                        "startTimeUnixNano": sp.start_time_unix_nano, "endTimeUnixNano": sp.end_time_unix_nano,
+                        "status": {"code": sp.status.code, "message": sp.status.message}, "events": events}
+                yield span_event(span, resource, scope, attributes=_proto_attrs(sp.attributes))
 
 
 def _printable(head: bytes) -> bool:
@@ -586,9 +619,16 @@ class TextReader:
     def read(self, path: Path, summary: ReadSummary, mapping: Mapping | None) -> Iterator[Event]:
         name = str(path)
         for lineno, raw, too_long in _lines(path):
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                summary.warn(Problem(name, "invalid UTF-8 replaced with U+FFFD", code="bad_utf8", line=lineno))
             if not text.strip():
                 continue
+            if too_long:
+                summary.warn(Problem(name, f"line longer than {MAX_LINE_BYTES} bytes; truncated",
+                                     code="line_truncated", line=lineno))
             bad = sum(1 for c in text if (ord(c) < 32 and c != "\t") or c == "\ufffd")
             if bad > max(3, len(text) // 4):
                 summary.skip("binary", Problem(name, "binary junk, not a log line; skipped", code="binary",

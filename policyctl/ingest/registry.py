@@ -110,7 +110,9 @@ def normalize(paths: list[Path], into: Path, *, fmt: str = "auto", mapping: Mapp
     into.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     for i, path in enumerate(paths):
-        target = into / f"{i:03d}-{Path(path).name}.jsonl"
+        name = Path(path).name  # kept, so reports and pull requests name the file the user gave
+        target = into / f"{i:03d}" / (name if name.endswith((".jsonl", ".ndjson")) else f"{name}.jsonl")
+        target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as sink:
             for event in read_events([Path(path)], fmt=fmt, mapping=mapping, summary=summary):
                 sink.write(orjson.dumps(event, default=str) + b"\n")
