@@ -194,3 +194,15 @@ def test_mapped_export_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["cluster", str(path), "--embedder", "tfidf", "--json", *args]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["totals"]["failures"] == 20
+
+
+@pytest.mark.parametrize("embedder", ["tfidf", pytest.param("minilm", marks=pytest.mark.slow)])
+def test_no_input_shape_crashes_an_embedder(embedder: str) -> None:
+    """Empty or missing messages, a single text, all texts identical, texts too short for any n-gram."""
+    from policyctl.cluster.embed import get_embedder
+
+    impl = get_embedder(embedder)
+    for texts in (["", "", ""], ["only one"], ["same"] * 4, ["a", "", "xy", "a"]):
+        vectors = impl.embed(texts)
+        assert vectors.shape[0] == len(texts)
+        assert (abs(vectors).sum(axis=1) > 0).all()  # every row has a direction: cosine distance is defined

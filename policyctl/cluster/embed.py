@@ -51,7 +51,7 @@ class MiniLMEmbedder:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            vectors: np.ndarray = pool.submit(_encode, [readable(t) for t in texts]).result()
+            vectors: np.ndarray = pool.submit(_encode, [readable(t) or NO_MESSAGE for t in texts]).result()
             return vectors
 
 
@@ -69,6 +69,9 @@ def _encode(texts: list[str]) -> np.ndarray:
     return vectors
 
 
+NO_MESSAGE = "(no message)"  # what an empty or missing message is embedded as, by every embedder
+
+
 class TfidfEmbedder:
     """Word and character n-gram TF-IDF: no torch, deterministic, good on short log templates."""
 
@@ -79,12 +82,17 @@ class TfidfEmbedder:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import normalize
 
-        docs = [readable(t).lower() for t in texts]
+        docs = [readable(t).lower().strip() or NO_MESSAGE for t in texts]
         if not docs:
             return np.zeros((0, 1))
         vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1)
         matrix = vec.fit_transform(docs)
         dense: np.ndarray = normalize(matrix).toarray()
+        # a text with no n-gram in the vocabulary (one or two characters) would be a zero vector, which
+        # cosine distance cannot place: give those a direction of their own
+        zero = ~dense.any(axis=1)
+        if zero.any():
+            dense = np.hstack([dense, zero[:, None].astype(dense.dtype)])
         return dense
 
 
