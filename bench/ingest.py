@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 import tempfile
@@ -26,9 +25,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import table, write_result  # noqa: E402
-
 import otel_data  # noqa: E402
+from _common import table, write_result  # noqa: E402
 
 MAPPING = ["id=run_id", "ts=start_time", "input.action.tool=name", "outcome.message=error", "outcome.status=status"]
 
@@ -139,8 +137,8 @@ def main() -> int:
             mapping = load_mapping(MAPPING) if name == "mapped" else None
             t_bare, n_bare = best_of(bare)
             summary = ReadSummary()
-            t_read, n_read = best_of(lambda p=path, m=mapping: sum(1 for _ in read_events([p], mapping=m,
-                                                                                         summary=summary)))
+            t_read, n_read = best_of(lambda p=path, m=mapping, s=summary: sum(1 for _ in read_events([p], mapping=m,
+                                                                                         summary=s)))
             chosen = summary.formats[str(path)]
             ratio = (n_read / t_read) / (n_bare / t_bare)
             results[name] = {"reader": chosen, "events": n_read, "bare_records": n_bare, "bytes": path.stat().st_size,
