@@ -175,7 +175,7 @@ def test_malformed_log_lines_are_counted_with_file_and_line(policy_repo: Path, t
     report = json.loads(out)
     assert code == 0 and report["totals"]["events"] == 20 and report["totals"]["lines_rejected"] == 3
     where = [(p["line"], p["code"]) for p in report["problems"]]
-    assert where == [(21, "bad_json"), (22, "bad_json"), (23, "validation_error")]
+    assert where == [(21, "bad_json"), (22, "bad_json"), (23, "not_an_event")]
     assert "input: required field is missing" in report["problems"][2]["message"]
     code, out, _ = run(capsys, "shadow", "--repo", str(policy_repo), "--base", "main", "--logs", str(log))
     assert "malformed log lines" in out and f"{log}:21" in out

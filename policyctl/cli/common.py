@@ -52,14 +52,14 @@ def log_format_options(func: Any) -> Any:
 
 
 def normalized_logs(logs: tuple[Path, ...] | list[Path], into: Path, *, fmt: str = "auto", maps: tuple[str, ...] = (),
-                    mapping_file: Path | None = None) -> list[Path]:
+                    mapping_file: Path | None = None, summary: Any = None) -> list[Path]:
     """The logs as policyctl Event lines under `into`, with a one-line summary on stderr; exit 1 when
     nothing in them is readable."""
     from policyctl.ingest import ReadSummary, load_mapping, normalize
 
     if not logs:
         return []
-    summary = ReadSummary()
+    summary = summary if summary is not None else ReadSummary()
     paths = normalize(list(logs), into, fmt=fmt, mapping=load_mapping(maps, mapping_file), summary=summary)
     click.echo(summary.line(), err=True)
     for problem in summary.problems[:5]:

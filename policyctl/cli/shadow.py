@@ -49,6 +49,7 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
     import tempfile
 
     from policyctl.errors import RepoError
+    from policyctl.ingest import ReadSummary
     from policyctl.repo import has_commits, snapshot
     from policyctl.shadow import render, replay
     from policyctl.shadow.replay import default_jobs
@@ -67,7 +68,9 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
     config = cand_snap.config
     budget = max_collateral if max_collateral is not None else config.budgets.max_collateral_pct
     with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
-        paths = normalized_logs(logs, Path(tmp) / "logs", fmt=log_fmt, maps=maps, mapping_file=mapping_file)
+        read = ReadSummary()
+        paths = normalized_logs(logs, Path(tmp) / "logs", fmt=log_fmt, maps=maps, mapping_file=mapping_file,
+                                summary=read)
         if not paths and not no_history and cand_snap is not base_snap:
             history = resolve_history(repo, None if worktree else candidate or "HEAD", config, into=Path(tmp),
                                       evidence_refs=[base])
@@ -81,6 +84,9 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
                             max_collateral_pct=budget, progress=progress)
         finally:
             finish()
+        # what the readers could not use is part of the replay's report, by file:line
+        report.lines_rejected += sum(read.skipped.values())
+        report.partial.problems[:0] = read.problems
     text = render(report, fmt)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -90,9 +90,9 @@ class TfidfEmbedder:
         dense: np.ndarray = normalize(matrix).toarray()
         # a text with no n-gram in the vocabulary (one or two characters) would be a zero vector, which
         # cosine distance cannot place: give those a direction of their own
-        zero = ~dense.any(axis=1)
+        zero: np.ndarray = np.asarray(~dense.any(axis=1))
         if zero.any():
-            dense = np.hstack([dense, zero[:, None].astype(dense.dtype)])
+            dense = np.hstack([dense, zero.reshape(-1, 1).astype(dense.dtype)])
         return dense
 
 
