@@ -149,7 +149,7 @@ def test_the_body_has_what_a_reviewer_needs_and_no_secret() -> None:
                    "| exposed: logged failures it leaves as they were | 4 |",
                    "**0** of 960 (0.00%; budget 0.5%)", "changed by design | 3 |", "| fixtures | 2 of 2 pass |",
                    "8/8 (100.0%)", "`events.jsonl`, 1000 events) | PASS |", "| action type | `file_share` 1 |",
-                   "Still exposed: this cluster's failures the rule does not change (4)",
+                   "Still exposed: this cluster's failures the rule leaves as they were (2 of 40 outside its conditions)",
                    "## Fixtures added", "`r-prevent-001` | prevent", "`r-keep-001` | keep", "Fixture inputs",
                    "## Reproduce locally", "policyctl shadow --base main --candidate policyctl/crash-smb-0123abcd "
                    "--format markdown", "policyctl cluster events.jsonl --embedder tfidf -o clusters.json",

@@ -328,10 +328,13 @@ def _shadow(d: Draft, ctx: BodyContext) -> list[str]:
             if blast.get(dim):
                 lines.append(f"| {dim.replace('_', ' ')} | " + mask_secrets(", ".join(
                     f"`{k}` {n}" for k, n in list(blast[dim].items())[:8])) + " |")
-    exposed = r.examples("exposed")
+    # only this cluster's failures: the replay's history holds other failures, which other rules answer
+    members = set(d.cluster.members)
+    exposed = [e for e in r.examples("exposed") if e.ref in members]
     if exposed:
-        lines += ["", "<details><summary>Still exposed: this cluster's failures the rule does not change "
-                      f"({f['exposed']})</summary>", ""]
+        lines += ["", "<details><summary>Still exposed: this cluster's failures the rule leaves as they were "
+                      f"({residual.get('failures', len(exposed))} of {residual.get('of', d.cluster.size)} outside its "
+                      "conditions)</summary>", ""]
         for e in exposed:
             detail = "; ".join(e.detail)[:200].replace("`", "'")
             lines.append(f"- `{e.ref}`: `{mask_secrets(json.dumps(e.input, sort_keys=True))[:300]}` {mask_secrets(detail)}")
