@@ -286,7 +286,7 @@ def _tried(d: Draft) -> list[str]:
 
 def shadow_figures(r: ShadowReport) -> dict[str, Any]:
     """The replay figures the body shows, named as `policyctl shadow --format json` names them."""
-    t = r.to_dict()["totals"]
+    t = r.to_dict()["totals"]  # the names and values `policyctl shadow --format json` prints
     return {"verdict": r.verdict, "failures": t["failures"], "prevented": t["prevented"],
             "prevented_pct": round(r.prevented_pct, 3), "exposed": t["exposed"], "successes": t["successes"],
             "collateral": t["collateral"], "collateral_pct": round(r.collateral_pct, 3),
@@ -294,9 +294,8 @@ def shadow_figures(r: ShadowReport) -> dict[str, Any]:
             "fixtures": t["fixtures"], "fixtures_passed": t["fixtures_passed"], "events": t["events"]}
 
 
-def _shadow(d: Draft, ctx: BodyContext) -> list[str]:
+def _shadow(d: Draft, ctx: BodyContext, f: dict[str, Any], blast: dict[str, Any]) -> list[str]:
     r = ctx.report
-    f = shadow_figures(r)
     hold = d.verification.get("holdout") or {}
     residual = d.verification.get("residual") or {}
     icon = "✅" if r.verdict == "PASS" else "❌"
@@ -320,7 +319,6 @@ def _shadow(d: Draft, ctx: BodyContext) -> list[str]:
     if ctx.full_verdict:
         names = ", ".join(f"`{_basename(n)}`" for n in ctx.logs)
         lines.append(f"| the bot's whole input ({names}, {ctx.full_events} events) | {ctx.full_verdict} |")
-    blast = r.to_dict().get("blast_radius") or {}
     if blast:
         lines += ["", "**Blast radius** (logged events whose decision changes):", "",
                   "| by | changed |", "|---|---|"]
@@ -396,7 +394,9 @@ def _reproduce(d: Draft, ctx: BodyContext) -> list[str]:
 def render_body(d: Draft, ctx: BodyContext) -> str:
     """The Markdown body of the pull request for draft `d`; starts with the cluster marker."""
     marker = Marker(d.fingerprint, ctx.size, ctx.inputs, base=ctx.base_sha).render()
+    # every figure of the body comes from this one reading of the replay
     f = shadow_figures(ctx.report)
+    blast = ctx.report.to_dict().get("blast_radius") or {}
     intro = (f"The policyctl bot drafted `{d.name}` from **{ctx.size} failures** of one systemic cluster in "
              f"the exported logs. Replayed against `{ctx.base}` ({ctx.base_sha[:12]}): **{f['verdict']}**, "
              f"{f['prevented']} of {f['failures']} logged failures prevented, {f['collateral']} of "
@@ -407,7 +407,7 @@ def render_body(d: Draft, ctx: BodyContext) -> str:
               f"updating this branch.</sub>")
     body = ""
     for inputs in (True, False):  # too long: the fixture inputs go first (they are in the diff); every figure stays
-        parts = [marker, intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_tried(d), "", *_shadow(d, ctx), "",
+        parts = [marker, intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_tried(d), "", *_shadow(d, ctx, f, blast), "",
                  *_fixtures(d, inputs), "", *_reproduce(d, ctx), "", "---", footer]
         body = "\n".join(parts) + "\n"
         if len(body) <= MAX_BODY:

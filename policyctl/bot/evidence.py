@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from policyctl.bot.body import mask_secrets
+from policyctl.draft.data import spread
 from policyctl.model.draft import Draft
 from policyctl.shadow.sources import EVIDENCE_DIR
 
@@ -43,13 +44,6 @@ def mask_record(value: Any) -> Any:
     return value
 
 
-def _spread(events: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    if len(events) <= n:
-        return events
-    step = len(events) / n
-    return [events[int(i * step)] for i in range(n)]
-
-
 def _stratum(e: dict[str, Any]) -> tuple[str, str, str]:
     inp = e.get("input") or {}
     action: dict[str, Any] = inp["action"] if isinstance(inp.get("action"), dict) else {}
@@ -59,7 +53,7 @@ def _stratum(e: dict[str, Any]) -> tuple[str, str, str]:
 
 def sample_evidence(d: Draft, failures: list[dict[str, Any]], ok: list[dict[str, Any]], *, seed: int = 0) -> bytes:
     """The masked evidence sample for draft `d`, as JSON Lines, in time order, at most MAX_BYTES."""
-    chosen_fail = _spread(sorted(failures, key=lambda e: (str(e.get("ts") or ""), str(e.get("id")))), MAX_FAILURES)
+    chosen_fail = spread(sorted(failures, key=lambda e: (str(e.get("ts") or ""), str(e.get("id")))), MAX_FAILURES)
     near: list[dict[str, Any]] = []
     rest: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in ok:

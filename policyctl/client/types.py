@@ -9,6 +9,7 @@ from typing import Any, Required, TypedDict
 
 from policyctl.errors import ValidationError
 from policyctl.model import STATUSES, Decision
+from policyctl.model.values import merge_params
 
 # The gateway refuses bodies over 512 KiB; an outcome message is evidence for a person and a
 # clusterer, and its first few kilobytes say what failed.
@@ -66,14 +67,7 @@ def deep_merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, A
 
     The result shares nothing with either argument, so an agent may change it freely.
     """
-    out = copy.deepcopy(dict(base))
-    for key, value in patch.items():
-        current = out.get(key)
-        if isinstance(value, Mapping) and isinstance(current, dict):
-            out[key] = deep_merge(current, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    return copy.deepcopy(merge_params(base, patch))
 
 
 def routed_input(input: Mapping[str, Any], decision: Decision) -> dict[str, Any]:

@@ -93,3 +93,12 @@ def load_evidence(clusters: list[Cluster], logs: Iterable[Path], *, seed: int = 
 
 def dump_events(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def spread(events: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """At most `n` of `events`, evenly spaced, the first and the last among them."""
+    if len(events) <= n:
+        return list(events)
+    if n <= 1:
+        return events[:n]
+    return [events[round(i * (len(events) - 1) / (n - 1))] for i in range(n)]

@@ -25,7 +25,7 @@ import anthropic
 from anthropic.types import MessageParam
 
 from policyctl.decide import Pipeline
-from policyctl.draft.data import Evidence
+from policyctl.draft.data import Evidence, spread
 from policyctl.draft.induce import module_name
 from policyctl.draft.metadata import with_region
 from policyctl.draft.verify import MAX_FIXTURES, in_region, verify
@@ -278,12 +278,6 @@ def similar_ok(ev: Evidence, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def _spread(events: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    if len(events) <= n:
-        return list(events)
-    return [events[round(i * (len(events) - 1) / (n - 1))] for i in range(n)]
-
-
 def render_event(e: dict[str, Any]) -> str:
     """One event as a compact JSON line for the prompt, secrets masked."""
     logged: dict[str, Any] = e["decision"] if isinstance(e.get("decision"), dict) else {}
@@ -303,7 +297,7 @@ def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: i
     data = c.to_dict()
     summary = {k: data[k] for k in _SUMMARY_KEYS if data.get(k) not in (None, [], {})}
     summary["templates"] = [{"template": mask_secrets(t.template), "count": t.count} for t in c.templates[:8]]
-    failures = _spread(ev.train, samples)
+    failures = spread(ev.train, samples)
     ok = similar_ok(ev, samples)
     lines = [
         f"Write the rule module `{path}`: package `{RULES_PREFIX}{name}`, METADATA `custom.cluster: "

@@ -49,7 +49,7 @@ def _json_lines(path: Path, summary: ReadSummary) -> Iterator[tuple[int, Any]]:
                                              code="bad_json", line=lineno))
 
 
-def _first_json(head: bytes) -> Any:
+def first_json(head: bytes) -> Any:
     """The first line of `head` parsed as JSON, or the whole head when it is one document, else None."""
     first = head.lstrip().split(b"\n", 1)[0]
     try:
@@ -140,7 +140,7 @@ class EventsReader:
     name = "events"
 
     def sniff(self, path: Path, head: bytes) -> float:
-        doc = _first_json(head)
+        doc = first_json(head)
         return 0.95 if isinstance(doc, dict) and isinstance(doc.get("input"), dict) else 0.0
 
     def read(self, path: Path, summary: ReadSummary, mapping: Mapping | None) -> Iterator[Event]:
@@ -423,7 +423,7 @@ class OpaDecisionLogReader:
     name = "opa"
 
     def sniff(self, path: Path, head: bytes) -> float:
-        doc = _first_json(head)
+        doc = first_json(head)
         return 0.96 if isinstance(doc, dict) and "decision_id" in doc and ("path" in doc or "query" in doc) else 0.0
 
     def read(self, path: Path, summary: ReadSummary, mapping: Mapping | None) -> Iterator[Event]:
@@ -499,7 +499,7 @@ class JsonDocumentReader:
         stripped = head.lstrip()
         if stripped[:1] == b"[":
             return 0.9
-        if stripped[:1] == b"{" and _first_json(head) is None:
+        if stripped[:1] == b"{" and first_json(head) is None:
             return 0.6  # a pretty-printed object
         return 0.3 if path.suffix.lower() == ".json" else 0.0
 

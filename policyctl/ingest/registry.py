@@ -20,6 +20,7 @@ from policyctl.ingest.readers import (
     OtlpJsonReader,
     OtlpProtoReader,
     TextReader,
+    first_json,
 )
 
 READERS: dict[str, ReaderFactory] = {
@@ -66,19 +67,13 @@ def choose(path: Path, fmt: str = "auto", mapping: Mapping | None = None) -> Rea
     readers = [factory() for factory in READERS.values()]
     best = max(readers, key=lambda r: r.sniff(path, head))
     sure = best.sniff(path, head)
-    json_lines = isinstance(_first_object(head), dict)
+    json_lines = isinstance(first_json(head), dict)
     if mapping is not None and json_lines and sure < 0.95:
         return MappedReader()
     if json_lines and best.name == "text":
         return EventsReader()  # JSON lines of no known shape: say per line why they are not events
     return best if sure > 0 else TextReader()
 
-
-def _first_object(head: bytes) -> object:
-    try:
-        return orjson.loads(head.lstrip().split(b"\n", 1)[0])
-    except orjson.JSONDecodeError:
-        return None
 
 
 def read_events(paths: list[Path], *, fmt: str = "auto", mapping: Mapping | None = None,

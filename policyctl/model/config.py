@@ -15,6 +15,7 @@ from typing import Any
 
 from policyctl.errors import ValidationError
 from policyctl.model.schema import schema_errors
+from policyctl.model.values import tag
 
 CONFIG_FILE = "policyctl.toml"
 ANY_TYPE = "*"
@@ -59,7 +60,7 @@ class Vocabulary:
     def allows(self, action_type: Any, path: str, value: Any) -> bool:
         """Whether a route may set `path` to `value` for this action type."""
         values = self.for_type(action_type).get(path)
-        return values is not None and any(_same(value, v) for v in values)
+        return values is not None and any(tag(value) == tag(v) for v in values)
 
     def to_dict(self) -> dict[str, Any]:
         return {t: {p: list(v) for p, v in alts.items()} for t, alts in sorted(self.alternatives.items())}
@@ -73,10 +74,6 @@ class RepoConfig:
     budgets: Budgets = field(default_factory=Budgets)
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     present: bool = False
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
 
 def parse_config(data: bytes | str | None, *, where: str = CONFIG_FILE) -> RepoConfig:

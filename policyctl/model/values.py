@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -42,3 +43,17 @@ def human(value: float) -> str:
         if abs(value) >= size:
             return f"{value / (1e3 if unit == 'k' else size):.3g}{unit}"
     return f"{value:g}"
+
+
+def merge_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with a route's `params` merged in: objects merge key by key, anything else is replaced.
+
+    Only the objects on the merged paths are copied; the rest is shared with `base`. This is
+    what "the params merged into the input" means everywhere (the simulator's attempted input,
+    the client's and the MCP proxy's routed input).
+    """
+    out = dict(base)
+    for key, value in params.items():
+        current = out.get(key)
+        out[key] = merge_params(current, value) if isinstance(value, Mapping) and isinstance(current, Mapping) else value
+    return out

@@ -22,15 +22,6 @@ class InitError(PolicyctlError):
     code = "init_refused"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("policyctl")
-    except PackageNotFoundError:  # running from a source tree without an install
-        return "0.1.0"
-
-
 def _template(name: str) -> str:
     return resources.files("policyctl.scaffold").joinpath(f"templates/{name}").read_text("utf-8")
 
@@ -45,9 +36,9 @@ def seed_root() -> Path:
 
 def scaffold_files() -> dict[str, str]:
     """Every file `policyctl init` writes, by path relative to the repository root."""
+    from policyctl import __version__ as version
     from policyctl.model.config import DEFAULT_CONFIG_TEXT
 
-    version = _version()
     main_rego = (seed_root() / "policies" / "main.rego").read_text("utf-8")
     return {
         "policies/main.rego": main_rego,

@@ -52,59 +52,58 @@ def resolve_history(repo_path: str | Path, ref: str | None, config: RepoConfig, 
     """
     into.mkdir(parents=True, exist_ok=True)
     history = History()
-    if ref is None:
-        return _worktree_history(Path(repo_path), config, history, evidence_refs or [], into)
-    tree = gitrepo.tree_paths(repo_path, ref)
+    files = _Files(Path(repo_path), ref, into)
     for source in config.logs.sources:
-        if source.startswith("https://") or source.startswith("http://"):
+        if source.startswith(("https://", "http://")):
             history.add(_fetch(source, config.logs.token_env, into), source)
-            continue
-        if os.path.isabs(source):
+        elif os.path.isabs(source):
             found = sorted(glob.glob(source))
             if not found:
                 raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file on this machine")
             for f in found:
                 history.add(Path(f), source)
-            continue
-        matches = [p for p in tree if fnmatch.fnmatchcase(p, source)]
-        if not matches:
-            raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file at {ref} "
-                             "(sources are read from the commit: commit the log, or give an absolute path)")
-        _materialise(repo_path, ref, matches, into / "sources", history, source)
+        else:
+            matches = files.match(source)
+            if not matches:
+                where = f"at {ref} (sources are read from the commit: commit the log, or give an absolute path)" \
+                    if ref else f"in {repo_path}"
+                raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file {where}")
+            files.add(matches, "sources", history, source)
     if config.logs.evidence:
-        seen: set[str] = set()
-        for rev in [ref, *(evidence_refs or [])]:
-            names = [p for p in (evidence_paths(repo_path, rev) if rev != ref else
-                                 [p for p in tree if p.startswith(EVIDENCE_DIR) and p.endswith(".jsonl")])
-                     if p not in seen]
+        mine = files.evidence()
+        files.add(mine, "evidence", history, None)
+        seen = set(mine)
+        for rev in evidence_refs or []:
+            names = [p for p in evidence_paths(repo_path, rev) if p not in seen]
             seen.update(names)
             _materialise(repo_path, rev, names, into / "evidence", history, None)
     return history
 
 
-def _worktree_history(root: Path, config: RepoConfig, history: History, evidence_refs: list[str],
-                      into: Path) -> History:
-    for source in config.logs.sources:
-        if source.startswith(("https://", "http://")):
-            history.add(_fetch(source, config.logs.token_env, into), source)
-            continue
-        pattern = source if os.path.isabs(source) else str(root / source)
-        found = sorted(glob.glob(pattern, recursive=True))
-        if not found:
-            raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file in {root}")
-        for f in found:
-            history.add(Path(f), source if os.path.isabs(source) else str(Path(f).relative_to(root)))
-    if config.logs.evidence:
-        seen = set()
-        for sample in sorted((root / EVIDENCE_DIR).glob("**/*.jsonl")):
-            rel = sample.relative_to(root).as_posix()
-            seen.add(rel)
-            history.add(sample, rel)
-        for rev in evidence_refs:
-            names = [p for p in evidence_paths(root, rev) if p not in seen]
-            seen.update(names)
-            _materialise(root, rev, names, into / "evidence", history, None)
-    return history
+class _Files:
+    """The repository's files at `ref` (read from git objects), or in the working tree when ref is None."""
+
+    def __init__(self, root: Path, ref: str | None, into: Path) -> None:
+        self.root, self.ref, self.into = root, ref, into
+        self.tree = gitrepo.tree_paths(root, ref) if ref is not None else None
+
+    def match(self, pattern: str) -> list[str]:
+        if self.tree is not None:
+            return [p for p in self.tree if fnmatch.fnmatchcase(p, pattern)]
+        return sorted(Path(f).relative_to(self.root).as_posix()
+                      for f in glob.glob(str(self.root / pattern), recursive=True) if Path(f).is_file())
+
+    def evidence(self) -> list[str]:
+        if self.tree is not None:
+            return [p for p in self.tree if p.startswith(EVIDENCE_DIR) and p.endswith(".jsonl")]
+        return sorted(p.relative_to(self.root).as_posix() for p in (self.root / EVIDENCE_DIR).glob("**/*.jsonl"))
+
+    def add(self, paths: list[str], kind: str, history: History, origin: str | None) -> None:
+        if self.ref is not None:
+            _materialise(self.root, self.ref, paths, self.into / kind, history, origin)
+            return
+        for path in paths:  # the working tree's files are read where they are
+            history.add(self.root / path, origin or path)
 
 
 def _materialise(repo_path: str | Path, ref: str, paths: list[str], into: Path, history: History,

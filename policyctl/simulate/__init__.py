@@ -6,7 +6,6 @@ from policyctl.simulate.deciders import Decider, GatewayDecider, GatewayError, P
 from policyctl.simulate.run import (
     Planned,
     Summary,
-    merge,
     run_to_files,
     simulate,
     traffic,
@@ -24,5 +23,5 @@ from policyctl.simulate.world import (
 )
 
 __all__ = ["Decider", "GatewayDecider", "GatewayError", "PipelineDecider", "Planned", "Summary", "World",
-           "describe_fault", "load_world", "merge", "parse_duration", "parse_time", "parse_world", "run_to_files",
+           "describe_fault", "load_world", "parse_duration", "parse_time", "parse_world", "run_to_files",
            "shipped_worlds", "simulate", "traffic", "truth_path", "world_schema"]

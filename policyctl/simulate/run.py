@@ -25,7 +25,7 @@ import orjson
 
 from policyctl.errors import InputError, PolicyctlError
 from policyctl.model.records import FAILURES, STATUSES
-from policyctl.model.values import tag
+from policyctl.model.values import merge_params, tag
 from policyctl.simulate.deciders import Decider
 from policyctl.simulate.select import collect
 from policyctl.simulate.values import Path as InputPath
@@ -94,15 +94,6 @@ class Summary:
         lines.append(f"  {'(noise)':<{width}}{self.noise:>9}{self.noise / n:>9.1%}")
         lines += ["", "  decisions: " + ", ".join(f"{a} {c}" for a, c in sorted(self.actions.items()))]
         return "\n".join(lines)
-
-
-def merge(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `params` merged in, copying only the objects on the merged paths."""
-    out = dict(base)
-    for key, value in params.items():
-        current = out.get(key)
-        out[key] = merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
-    return out
 
 
 def _timestamp(ms: int) -> str:
@@ -371,7 +362,7 @@ def simulate(world: World, decider: Decider, *, events: int, seed: int, out: IO[
         trace: list[str] = []
         route = params if action == "route" and isinstance(params, dict) else None
         # Faults see what is attempted: a route's params change the attempt, not the logged input.
-        attempted = merge(input, route) if route is not None else input
+        attempted = merge_params(input, route) if route is not None else input
         # A route that rewrites the agent's intent does something else than asked: no fault or noise is
         # rolled for it, and the rolls it leaves unused keep every other event as it would be.
         diverted = _diverted(planned.interaction.intent, input, attempted) if route is not None else None
