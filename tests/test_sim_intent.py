@@ -155,8 +155,9 @@ def simulate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Simulate:
 def test_a_route_over_intent_is_a_diversion_and_a_failure(simulate: Simulate, world_file: Path,
                                                           repo_with: Callable[..., Path]) -> None:
     bare = simulate(world_file, repo_with())
-    routed = simulate(world_file, repo_with(route_off_db01=ROUTE_OFF_DB01))
-    again = simulate(world_file, repo_with(route_off_db01=ROUTE_OFF_DB01))
+    routed_repo = repo_with(route_off_db01=ROUTE_OFF_DB01)
+    routed = simulate(world_file, routed_repo)
+    again = simulate(world_file, routed_repo)  # the same revision: its commit id is in every decision
 
     down = [e["id"] for e, t in zip(bare.events, bare.truth, strict=True) if t["fault"] == "db01-down"]
     assert len(down) >= 100
