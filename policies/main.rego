@@ -15,9 +15,13 @@ rank := {"deny": 0, "route": 1, "arbitrate": 2, "allow": 3}
 
 modules := object.get(data.agentgov.meta, "modules", {})
 
+# The rules document, evaluated once. Looking up data.agentgov.rules[name] per module
+# instead re-evaluates the whole document for each name in some engines (quadratic).
+rules := data.agentgov.rules
+
 candidates contains c if {
 	some name, m in modules
-	some d in data.agentgov.rules[name].decisions
+	some d in rules[name].decisions
 	c := {
 		"id": object.get(d, "id", name),
 		"action": object.get(d, "action", null),

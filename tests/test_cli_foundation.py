@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -47,8 +48,8 @@ def test_check_names_every_broken_file_with_its_line(policy_repo: Path, capsys: 
     git(policy_repo, "checkout", "-q", "HEAD~1")  # the working tree is fine: --ref must read the commit
     code, out, err = run(capsys, "check", "--repo", str(policy_repo), "--ref", bad)
     assert code == 1
-    assert "policies/rules/broken_a.rego:11:" in err
-    assert "policies/rules/broken_b.rego:13:" in err
+    assert re.search(r"policies/rules/broken_a.rego:1[12]:", err)  # the open `[` (regopy) or where `]` was due
+    assert re.search(r"policies/rules/broken_b.rego:1[34]:", err)
     assert "FAILED" in err
     code, _, _ = run(capsys, "check", "--repo", str(policy_repo))
     assert code == 0
@@ -174,7 +175,7 @@ def test_bundle_refuses_a_commit_that_does_not_compile(policy_repo: Path, tmp_pa
     write(policy_repo, "policies/rules/broken_a.rego", BROKEN.format(n="a"))
     commit_all(policy_repo, "broken")
     code, _, err = run(capsys, "bundle", "build", "--repo", str(policy_repo), "-o", str(tmp_path / "b.tar.gz"))
-    assert code == 1 and "policies/rules/broken_a.rego:11" in err
+    assert code == 1 and re.search(r"policies/rules/broken_a.rego:1[12]", err)
     assert not (tmp_path / "b.tar.gz").exists()
 
 

@@ -197,8 +197,8 @@ def test_a_good_answer_is_verified_and_written_as_returned(world: World, base_re
 
 def test_invalid_rego_is_sent_back_with_the_compile_error_and_fixed(world: World, case: Case,
                                                                    api: Callable[..., FakeAnthropic]) -> None:
-    # a real rego-cpp hazard: `some k, v in` inside a comprehension
-    broken = module(world.fingerprint, extra='\nroutes := [v | some k, v in {"smb": "sftp"}; k == "smb"]\n')
+    # a mistake models make: a builtin that does not exist (OPA's check refuses it; engines only at run time)
+    broken = module(world.fingerprint, extra='\nroutes := [v | some v in strings.split_all("smb,sftp", ",")]\n')
     good = module(world.fingerprint)
     server = api(reply(answer(broken)), reply(answer(good)))
     d = case.draft(AnthropicDrafter())
@@ -207,10 +207,10 @@ def test_invalid_rego_is_sent_back_with_the_compile_error_and_fixed(world: World
     assert len(server.requests) == 2
     feedback = last_user_text(server, 1)
     assert "Attempt 1 was not accepted" in feedback
-    assert f"policies/rules/{NAME}.rego:" in feedback and "Invalid collection" in feedback
+    assert f"policies/rules/{NAME}.rego:" in feedback and "undefined_function" in feedback and "strings.split_all" in feedback
     # the conversation goes on: first prompt, Claude's broken module, the errors
     assert [m["role"] for m in server.requests[1].messages] == ["user", "assistant", "user"]
-    assert "some k, v in" in server.requests[1].messages[1]["content"]
+    assert "strings.split_all" in server.requests[1].messages[1]["content"]
 
 
 def test_a_wrong_package_name_is_fixed_not_rejected(world: World, case: Case, api: Callable[..., FakeAnthropic]) -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import click
 
-from policyctl.cli.common import emit_json, format_options, normalized_logs, repo_option
+from policyctl.cli.common import (
+    emit_json,
+    engine_flag,
+    format_options,
+    normalized_logs,
+    repo_option,
+)
 
 
 @click.group()
@@ -49,6 +55,7 @@ def bot() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @format_options
+@engine_flag
 def run(repo: Path, logs: tuple[Path, ...], provider: str, base: str, max_prs: int | None, dry_run: bool,
         embedder: str, drafter: str, author: str | None, labels: tuple[str, ...], remote: str,
         github_repo: str | None, min_size: int, jobs: int | None, report: Path | None, as_json: bool,

@@ -66,3 +66,31 @@ def normalized_logs(logs: tuple[Path, ...] | list[Path], into: Path, *, fmt: str
         click.echo(f"  {problem}", err=True)
     summary.require_some()
     return paths
+
+
+def _use_engine(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Make the chosen engine this process's default, and its worker processes' (they inherit the
+    environment), so every evaluation of the command runs on it."""
+    import os
+
+    from policyctl.engine import ENGINE_ENV
+
+    if value:
+        os.environ[ENGINE_ENV] = value
+    return value
+
+
+def engine_option(func: Any, expose: bool = True) -> Any:
+    """--engine: the Rego engine every evaluation of this command runs on (default: the default
+    engine), into the parameter `engine_name`."""
+    from policyctl.engine import DEFAULT_ENGINE, ENGINES
+
+    return click.option("--engine", "engine_name", type=click.Choice(sorted(ENGINES)), default=None,
+                        callback=_use_engine, expose_value=expose, is_eager=True,
+                        help=f"Rego engine to evaluate on (default {DEFAULT_ENGINE}, or $POLICYCTL_ENGINE); "
+                             "see docs/engines.md.")(func)
+
+
+def engine_flag(func: Any) -> Any:
+    """engine_option for commands that only need the choice made (every evaluation reads it)."""
+    return engine_option(func, expose=False)

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from policyctl.cli.common import emit_json, load_snapshot, repo_option
+from policyctl.cli.common import emit_json, engine_flag, load_snapshot, repo_option
 
 
 @click.command()
@@ -18,6 +18,7 @@ from policyctl.cli.common import emit_json, load_snapshot, repo_option
 @click.option("--ref", default=None, help="Decide with the policies of this commit [default: HEAD].")
 @click.option("--worktree", is_flag=True, help="Decide with the uncommitted files of the working tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole decision as JSON.")
+@engine_flag
 def decide(repo: Path, input_file: BinaryIO, ref: str | None, worktree: bool, as_json: bool) -> int:
     """Decide one input through the same pipeline as the gateway.
 
@@ -26,12 +27,16 @@ def decide(repo: Path, input_file: BinaryIO, ref: str | None, worktree: bool, as
     input (the decision is then a fail-closed deny with the error).
     """
     from policyctl.decide import build_revision, parse_input_document
+    from policyctl.engine.guarded import require_no_crash
 
     name = getattr(input_file, "name", "-")
     name = "<stdin>" if name in ("-", "<stdin>") else str(name)
     data = input_file.read()
     input = parse_input_document(data, where=name)
-    revision = build_revision(load_snapshot(repo, ref, worktree), verify=False)
+    snap = load_snapshot(repo, ref, worktree)
+    # regopy can kill the process on some modules: prove the compile and this input in a child first
+    require_no_crash(snap, inputs=[input])
+    revision = build_revision(snap, verify=False)
     decision = revision.pipeline.decide_dict(input)
     if as_json:
         emit_json(decision)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from policyctl.cli.common import engine_flag
+
 
 @click.command()
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -15,6 +17,7 @@ import click
               help="Interactions simulated per day.")
 @click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True)
 @click.option("--keep-running", is_flag=True, help="Leave the gateway running at the end.")
+@engine_flag
 def demo(out: Path | None, events: int, embedder: str, keep_running: bool) -> int:
     """Run the whole loop on a generated swarm.
 

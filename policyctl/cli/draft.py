@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from policyctl.cli.common import format_options, normalized_logs, repo_option
+from policyctl.cli.common import engine_flag, format_options, normalized_logs, repo_option
 
 
 @click.command()
@@ -30,6 +30,7 @@ from policyctl.cli.common import format_options, normalized_logs, repo_option
               help="Write verified drafts, draft.json and DRAFTS.md under this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print draft.json.")
 @format_options
+@engine_flag
 def draft(repo: Path, clusters_file: Path, logs: tuple[Path, ...], only: tuple[str, ...], drafter: str,
           model: str | None, base: str, write: bool, out_dir: Path | None, as_json: bool, fmt: str,
           maps: tuple[str, ...], mapping_file: Path | None) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from policyctl.cli.common import emit_json, repo_option
+from policyctl.cli.common import emit_json, engine_flag, repo_option
 
 if TYPE_CHECKING:
     from policyctl.bot.forge import CommitStatus
@@ -150,6 +150,7 @@ def diff(repo: Path, number: int, stat: bool) -> int:
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
               help="Replay worker processes [default: CPUs when there are logs].")
 @json_option
+@engine_flag
 def merge(repo: Path, number: int, author: str | None, force: bool, reason: str, jobs: int | None,
           as_json: bool) -> int:
     """Replay a pull request at the current base, then merge it.

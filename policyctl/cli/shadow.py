@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from policyctl.cli.common import load_snapshot, log_format_options, normalized_logs, repo_option
+from policyctl.cli.common import (
+    engine_flag,
+    load_snapshot,
+    log_format_options,
+    normalized_logs,
+    repo_option,
+)
+from policyctl.repo import Snapshot
 
 
 @click.command()
@@ -29,9 +36,14 @@ from policyctl.cli.common import load_snapshot, log_format_options, normalized_l
                    "[default: budgets.max_collateral_pct of the candidate's policyctl.toml, else 0.5].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes [default: CPUs].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
+@click.option("--differential", is_flag=True,
+              help="Also evaluate the candidate on both engines for every replayed input; any disagreement "
+                   "is listed (with its input) and fails the replay.")
+@engine_flag
 def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: tuple[Path, ...], no_history: bool,
            log_fmt: str, maps: tuple[str, ...], mapping_file: Path | None,
-           no_fixtures: bool, fmt: str, max_collateral: float | None, jobs: int | None, output: Path | None) -> int:
+           no_fixtures: bool, fmt: str, max_collateral: float | None, jobs: int | None, output: Path | None,
+           differential: bool) -> int:
     """Replay fixtures and logged events through BASE and CANDIDATE.
 
     Both revisions go through the same decision pipeline as production. For each
@@ -87,6 +99,8 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
         # what the readers could not use is part of the replay's report, by file:line
         report.lines_rejected += sum(read.skipped.values())
         report.partial.problems[:0] = read.problems
+        shown = {p: str(o) for p, o in zip(paths, logs, strict=True)} if logs and len(paths) == len(logs) else {}
+        disagreed = _differential(cand_snap, paths, shown, fixtures=not no_fixtures) if differential else 0
     text = render(report, fmt)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +108,21 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
         click.echo(f"{report.verdict}; report written to {output}", err=True)
     else:
         sys.stdout.write(text)
-    return report.exit_code
+    return max(report.exit_code, 1 if disagreed else 0)
+
+
+def _differential(cand_snap: Snapshot, paths: list[Path], shown: dict[Path, str], fixtures: bool) -> int:
+    """The candidate on both engines over the same inputs; each disagreement on stderr. Their count."""
+    import itertools
+
+    from policyctl.engine.differential import compare, fixture_inputs, log_inputs
+
+    inputs = itertools.chain(fixture_inputs(cand_snap) if fixtures else (), log_inputs(paths, shown))
+    found = compare(cand_snap, inputs)
+    click.echo(found.summary(), err=True)
+    for d in found.disagreements:
+        click.echo(f"  {d.line()}", err=True)
+    return found.total_disagreements
 
 
 def _progress(logs: tuple[Path, ...]) -> tuple[Callable[[int], None] | None, Callable[[], None]]:

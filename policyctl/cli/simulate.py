@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from policyctl.cli.common import engine_flag
 from policyctl.errors import UsageError
 
 
@@ -36,6 +37,7 @@ from policyctl.errors import UsageError
 @click.option("--list-worlds", is_flag=True, help="List the shipped worlds and their faults, and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@engine_flag
 def simulate(world_spec: str, events: int, seed: int, repo: Path | None, ref: str | None, gateway: str | None,
              token_file: Path | None, start: str | None, span: str | None, output: Path, truth: Path | None,
              list_worlds: bool, as_json: bool, quiet: bool) -> int:

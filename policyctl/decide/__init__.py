@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from policyctl.engine import PolicySet, compile_policy_set
+from policyctl.engine import Engine, PolicySet, compile_policy_set
 from policyctl.errors import (
     EvaluationError,
     InputError,
@@ -251,7 +251,7 @@ def sandbox_overrides(snapshot: Snapshot) -> OverrideSlot | None:
 
 
 def build_revision(snapshot: Snapshot, *, verify: bool = True, clock: Clock = utcnow,
-                   load_overrides: OverrideLoader = sandbox_overrides) -> Revision:
+                   load_overrides: OverrideLoader = sandbox_overrides, engine: Engine | None = None) -> Revision:
     """Compile a snapshot, load its overrides and fixtures, and (with verify) run every fixture.
 
     This is the one way to build a decision pipeline: the gateway, the shadow replay, the
@@ -260,7 +260,7 @@ def build_revision(snapshot: Snapshot, *, verify: bool = True, clock: Clock = ut
     as the gateway's pooled one, never none). Raises RevisionError listing every problem:
     a revision that fails is never served.
     """
-    policies = compile_policy_set(snapshot)
+    policies = compile_policy_set(snapshot, engine)  # None: --engine / $POLICYCTL_ENGINE / the default
     overrides = load_overrides(snapshot)
     pipeline = Pipeline(policies, overrides=overrides, clock=clock)
     fixtures, problems = load_fixtures(snapshot)

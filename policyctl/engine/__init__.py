@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from policyctl.engine.modules import MAIN_PACKAGE, RegoModule, parse_module
 from policyctl.errors import EvaluationError, PolicyCompileError, Problem
@@ -25,7 +28,10 @@ ENTRYPOINT = "agentgov/main/decision"
 QUERY = "x = data.agentgov.main.decision"
 RESERVED_DATA = ("meta", "rules", "main", "lib")
 MAX_INDEX_PATHS = 4
-MAX_PROGRAMS = 256
+# Programs cached per revision: at least this many, and this many per rule module.
+MIN_PROGRAMS = 256
+PROGRAMS_PER_MODULE = 2
+MAX_KEY_SETS = 65536
 
 
 class Program(Protocol):
@@ -154,7 +160,127 @@ class RegopyEngine:
         return RegopyProgram(bundle)
 
 
-ENGINES: dict[str, type[RegopyEngine]] = {"regopy": RegopyEngine}
+# --------------------------------------------------------------------------- regorus
+
+
+_REGORUS_AT = re.compile(r"-->\s*(?P<file>[^\n:]+):(?P<line>\d+):(?P<col>\d+)")
+_REGORUS_MSG = re.compile(r"^error:\s*(?P<msg>.*)$", re.M)
+
+
+def _regorus_problem(text: str, fallback_file: str = "<policy set>", code: str = "rego_compile_error") -> Problem:
+    """Regorus's `--> file:line:col … error: message` text (its stack backtrace dropped) as a Problem."""
+    text = text.split("Stack backtrace:", 1)[0]
+    at = _REGORUS_AT.search(text)
+    msg = _REGORUS_MSG.search(text)
+    message = msg.group("msg").strip() if msg else text.strip()[:300]
+    if at:
+        return Problem(at.group("file"), message, code=code, line=int(at.group("line")), column=int(at.group("col")))
+    return Problem(fallback_file, message, code=code)
+
+
+def _regorus_eval_error(text: str) -> EvaluationError:
+    problem = _regorus_problem(text, code="eval_error")
+    message = problem.message
+    code = "eval_type_error" if re.search(r"\brequires\b.*\bGot\b|\bexpects?\b.*\bargument", message) else "eval_error"
+    where = f" ({problem.file}:{problem.line})" if problem.line else ""
+    return EvaluationError(message + where, code=code)
+
+
+class _ThreadEngines(threading.local):
+    """Each thread's Regorus engines, by program. A Regorus engine may only be used and dropped
+    on the thread that made it, so a program never holds one itself: it is built here, per
+    thread, and entries of programs that are gone are dropped by their own thread."""
+
+    def __init__(self) -> None:
+        self.engines: OrderedDict[int, tuple[weakref.ref[Any], Any]] = OrderedDict()
+
+    def get(self, program: RegorusProgram) -> Any:
+        entry = self.engines.get(id(program))
+        if entry is not None and entry[0]() is program:
+            self.engines.move_to_end(id(program))
+            return entry[1]
+        engine = program.build()
+        self.engines[id(program)] = (weakref.ref(program), engine)
+        if len(self.engines) > REGORUS_ENGINES_PER_THREAD:
+            for key in [k for k, (ref, _) in self.engines.items() if ref() is None]:
+                del self.engines[key]
+            while len(self.engines) > REGORUS_ENGINES_PER_THREAD:
+                self.engines.popitem(last=False)
+        return engine
+
+
+_THREAD_ENGINES = _ThreadEngines()
+REGORUS_ENGINES_PER_THREAD = 4096
+
+
+class RegorusProgram:
+    """The sources and data of a compiled set; each thread evaluates on its own Regorus engine."""
+
+    def __init__(self, sources: list[tuple[str, str]], data_json: str, rule: str) -> None:
+        self._sources = sources
+        self._data_json = data_json
+        self._rule = rule
+
+    def build(self) -> Any:
+        import regorus
+
+        engine = regorus.Engine()
+        engine.set_rego_v0(False)
+        for file, text in self._sources:
+            try:
+                engine.add_policy(file, text)
+            except RuntimeError as exc:
+                problem = _regorus_problem(str(exc), file)
+                raise PolicyCompileError(str(problem), problems=[problem]) from exc
+        engine.add_data_json(self._data_json)
+        return engine
+
+    def evaluate(self, input: dict[str, Any]) -> dict[str, Any]:
+        engine = _THREAD_ENGINES.get(self)
+        try:
+            engine.set_input_json(orjson.dumps(input).decode())
+            value = engine.eval_rule(self._rule)
+        except (RuntimeError, ValueError, TypeError, OverflowError, orjson.JSONEncodeError) as exc:
+            raise _regorus_eval_error(str(exc)) from exc
+        if not isinstance(value, dict):
+            raise EvaluationError("the policy set produced no decision (undefined)", code="undefined_decision")
+        return value
+
+
+class RegorusEngine:
+    """Microsoft's Regorus (Rust) through the pinned `gordon-to-regorus` wheel.
+
+    OPA's type order for comparisons, linear-time regex (Rust's `regex` crate), and an
+    `opa.runtime()` without the process environment."""
+
+    name = "regorus"
+
+    def compile(self, modules: list[RegoModule], data: dict[str, Any]) -> Program:
+        program = RegorusProgram([(m.file, m.text) for m in modules], orjson.dumps(data).decode(),
+                                 "data." + ENTRYPOINT.replace("/", "."))
+        _THREAD_ENGINES.get(program)  # parse now: syntax errors surface at build, on this thread
+        return program
+
+
+EngineClass = type[RegopyEngine] | type[RegorusEngine]
+ENGINES: dict[str, EngineClass] = {"regopy": RegopyEngine, "regorus": RegorusEngine}
+DEFAULT_ENGINE = "regorus"
+
+
+ENGINE_ENV = "POLICYCTL_ENGINE"
+
+
+def engine_named(name: str | None = None) -> Engine:
+    """The engine of that name; None gives $POLICYCTL_ENGINE (which `--engine` sets for a
+    command and its worker processes) or the default. UsageError for an unknown name."""
+    import os
+
+    from policyctl.errors import UsageError
+
+    name = name or os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE
+    if name not in ENGINES:
+        raise UsageError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    return ENGINES[name]()
 
 
 def _summary(problems: list[Problem]) -> str:
@@ -167,23 +293,58 @@ def _summary(problems: list[Problem]) -> str:
 
 @dataclass
 class PolicySet:
-    """The compiled policies of one revision."""
+    """The compiled policies of one revision.
+
+    A decision runs on a program holding main.rego, the libraries and only the rule modules
+    that can apply to its input. Programs are cached by that *set of modules*, not by the
+    combination of index values: traffic over a thousand key combinations still reaches
+    about as many distinct sets as there are rule modules, so the cache is sized from the
+    module count and never thrashes on traffic. Which modules apply is found through an
+    inverted index (one bucket per anchor literal), so it costs what the candidates cost,
+    not a scan of every module.
+    """
 
     revision: str | None
     modules: list[RegoModule]
     data: dict[str, Any]
     engine: Engine
     index_paths: tuple[str, ...] = ()
+    # test modules (*_test.rego): compiled with the set by check and `policyctl test`, never served
+    tests: list[RegoModule] = field(default_factory=list)
     _literals: dict[str, frozenset[tuple[str, Any]]] = field(default_factory=dict)
-    _programs: OrderedDict[tuple[Any, ...], Program] = field(default_factory=OrderedDict)
+    _programs: OrderedDict[frozenset[str], Program] = field(default_factory=OrderedDict)
+    _sets: OrderedDict[tuple[Any, ...], frozenset[str]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    compiles: int = 0
+
+    def __post_init__(self) -> None:
+        self._rules = [m for m in self.modules if m.is_rule]
+        self._base = [m for m in self.modules if not m.is_rule]
+        self._by_name = {m.name: m for m in self._rules}
+        self.capacity = max(MIN_PROGRAMS, PROGRAMS_PER_MODULE * len(self._rules))
+        self._build_index()
+
+    def _build_index(self) -> None:
+        self._indexed = self.index_paths
+        self._sets.clear()
+        self._always: list[RegoModule] = []
+        self._buckets: dict[tuple[str, tuple[str, Any]], list[RegoModule]] = {}
+        for module in self._rules:
+            anchors = _anchors(module, self.index_paths)
+            if anchors is None:
+                self._always.append(module)
+                continue
+            for anchor in anchors:
+                bucket = self._buckets.setdefault(anchor, [])
+                if not bucket or bucket[-1] is not module:
+                    bucket.append(module)
 
     @property
     def rule_modules(self) -> list[RegoModule]:
-        return [m for m in self.modules if m.is_rule]
+        return list(self._rules)
 
     def module_by_name(self, name: str) -> RegoModule | None:
-        return next((m for m in self.modules if m.is_rule and m.name == name), None)
+        return self._by_name.get(name)
 
     def key(self, input: dict[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -199,31 +360,67 @@ class PolicySet:
             out.append(t if t in self._literals[path] else ("-", None))
         return tuple(out)
 
+    def names_for(self, key: tuple[Any, ...]) -> frozenset[str]:
+        """The names of the rule modules that can apply to inputs with these index values."""
+        if self._indexed != self.index_paths:
+            with self._lock:
+                self._build_index()
+        names = self._sets.get(key)
+        if names is not None:
+            return names
+        by_path = dict(zip(self.index_paths, key, strict=True))
+        seen: set[str] = set()
+        for path, value in by_path.items():
+            for module in self._buckets.get((path, value), ()):
+                if module.name not in seen and module.applies(by_path):
+                    seen.add(module.name)
+        seen.update(m.name for m in self._always if m.applies(by_path))
+        names = frozenset(seen)
+        with self._lock:
+            self._sets[key] = names
+            while len(self._sets) > MAX_KEY_SETS:
+                self._sets.popitem(last=False)
+        return names
+
     def program_for(self, input: dict[str, Any]) -> Program:
-        key = self.key(input)
-        program = self._programs.get(key)
+        names = self.names_for(self.key(input))
+        program = self._programs.get(names)
         if program is not None:
             return program
         with self._lock:
-            program = self._programs.get(key)
+            program = self._programs.get(names)
             if program is None:
-                program = self._compile_for(dict(zip(self.index_paths, key, strict=True)))
-                self._programs[key] = program
-                if len(self._programs) > MAX_PROGRAMS:
+                chosen = self._base + [m for m in self._rules if m.name in names]
+                program = self.engine.compile(chosen, with_meta(self.data, chosen))
+                self.compiles += 1
+                self._programs[names] = program
+                while len(self._programs) > self.capacity:
                     self._programs.popitem(last=False)
         return program
-
-    def _compile_for(self, key: dict[str, tuple[str, Any]]) -> Program:
-        chosen = [m for m in self.modules if not m.is_rule or m.applies(key)]
-        return self.engine.compile(chosen, with_meta(self.data, chosen))
 
     def evaluate(self, input: dict[str, Any]) -> dict[str, Any]:
         """The raw decision object of agentgov.main.decision; raises EvaluationError."""
         return self.program_for(input).evaluate(input)
 
     def applicable(self, input: dict[str, Any]) -> list[RegoModule]:
-        key = dict(zip(self.index_paths, self.key(input), strict=True))
-        return [m for m in self.rule_modules if m.applies(key)]
+        names = self.names_for(self.key(input))
+        return [m for m in self._rules if m.name in names]
+
+
+def _anchors(module: RegoModule, paths: tuple[str, ...]) -> list[tuple[str, tuple[str, Any]]] | None:
+    """The bucket entries of a module: for each body, its most selective indexed path's literals.
+
+    None when some body constrains no indexed path (the module is a candidate for every input)."""
+    if module.bodies is None:
+        return None
+    out: list[tuple[str, tuple[str, Any]]] = []
+    for body in module.bodies:
+        constrained = [p for p in paths if p in body]
+        if not constrained:
+            return None
+        anchor = min(constrained, key=lambda p: (len(body[p]), p))
+        out.extend((anchor, value) for value in sorted(body[anchor], key=repr))
+    return out
 
 
 _MISSING = object()
@@ -250,13 +447,14 @@ def load_modules(snapshot: Snapshot) -> tuple[list[RegoModule], list[Problem]]:
         problems.extend(found)
         if module is not None:
             modules.append(module)
-    names = Counter(m.package for m in modules)
-    for module in modules:
+    served = [m for m in modules if not m.is_test]  # a test may share its package, as in OPA
+    names = Counter(m.package for m in served)
+    for module in served:
         if names[module.package] > 1:
-            others = [m.file for m in modules if m.package == module.package and m is not module]
+            others = [m.file for m in served if m.package == module.package and m is not module]
             problems.append(Problem(module.file, f"package {module.package} is also declared in {', '.join(others)}",
                                     code="duplicate_package"))
-    if not any(m.package == MAIN_PACKAGE for m in modules):
+    if not any(m.package == MAIN_PACKAGE for m in served):
         problems.append(Problem("policies/main.rego", "no module declares package agentgov.main (the entrypoint)",
                                 code="missing_main"))
     return modules, problems
@@ -317,26 +515,56 @@ def _choose_index(modules: list[RegoModule]) -> tuple[tuple[str, ...], dict[str,
     return paths, {p: frozenset(literals[p]) for p in paths}
 
 
-def compile_policy_set(snapshot: Snapshot, engine: Engine | None = None) -> PolicySet:
+def compile_policy_set(snapshot: Snapshot, engine: Engine | None = None, *, check_tests: bool = False) -> PolicySet:
     """Compile every module of the snapshot; raise PolicyCompileError listing every problem.
 
     The whole set is compiled once to prove it builds together; each module that fails is
     also compiled alone with main.rego, so every broken file is named, not just the first.
+    Test modules (`*_test.rego`) are kept apart in `tests`, never served; with check_tests
+    (`check`, `test`) they are compiled with the set too, so a broken test cannot block serving.
     """
-    engine = engine or RegopyEngine()
+    engine = engine or engine_named()
     modules, problems = load_modules(snapshot)
     data, data_problems = load_data(snapshot)
     problems.extend(data_problems)
+    tests = [m for m in modules if m.is_test]
+    modules = [m for m in modules if not m.is_test]
+    if not problems:
+        # what OPA's compiler refuses but an engine accepts, or finds only when a request arrives;
+        # first, so no engine (nor the crash probe's child) ever runs a recursive or broken set
+        from policyctl.engine.analyze import analyze
+
+        problems.extend(p for p in analyze([*modules, *(tests if check_tests else [])], data)
+                        if p.severity == "error")
     if not problems:
         try:
             engine.compile(modules, with_meta(data, modules))
         except PolicyCompileError as exc:
             problems.extend(_isolate(engine, modules, data, exc.problems))
+    if not problems and tests and check_tests:
+        problems.extend(_test_problems(engine, modules, tests, data))
     if problems:
         raise PolicyCompileError(_summary(problems), problems=problems)
     paths, literals = _choose_index(modules)
     return PolicySet(revision=snapshot.revision, modules=modules, data=data, engine=engine,
-                     index_paths=paths, _literals=literals)
+                     index_paths=paths, tests=tests, _literals=literals)
+
+
+def _test_problems(engine: Engine, modules: list[RegoModule], tests: list[RegoModule],
+                   data: dict[str, Any]) -> list[Problem]:
+    """Test modules compile with the set they test; when they do not, each failing one is named."""
+    try:
+        engine.compile([*modules, *tests], with_meta(data, modules))
+        return []
+    except PolicyCompileError as exc:
+        first = exc.problems
+    found: list[Problem] = []
+    for test in tests:
+        try:
+            engine.compile([*modules, test], with_meta(data, modules))
+        except PolicyCompileError as exc:
+            found.extend(exc.problems)
+    return found or first
 
 
 def _isolate(engine: Engine, modules: list[RegoModule], data: dict[str, Any],

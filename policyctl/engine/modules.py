@@ -18,6 +18,7 @@ MODES = ("enforce", "shadow")
 RULES_PREFIX = "agentgov.rules."
 MAIN_PACKAGE = "agentgov.main"
 LIB_PREFIX = "agentgov.lib."
+TEST_SUFFIX = "_test.rego"
 
 _PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)\s*$", re.M)
 _LITERAL = r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null'
@@ -52,8 +53,13 @@ class RegoModule:
         return self.package.rsplit(".", 1)[-1]
 
     @property
+    def is_test(self) -> bool:
+        """A `*_test.rego` file: `policyctl test` runs its `test_*` rules; it is never served."""
+        return self.file.endswith(TEST_SUFFIX)
+
+    @property
     def is_rule(self) -> bool:
-        return self.package.startswith(RULES_PREFIX)
+        return self.package.startswith(RULES_PREFIX) and not self.is_test
 
     def applies(self, key: dict[str, tuple[str, Any]]) -> bool:
         """False only when no `decisions` body can hold for inputs with these index values."""
@@ -74,12 +80,15 @@ def parse_module(file: str, text: str) -> tuple[RegoModule | None, list[Problem]
     package = m.group(1)
     pkg_line = text.count("\n", 0, m.start()) + 1
     module = RegoModule(file=file, text=text, package=package)
+    if module.is_test:
+        return module, []  # any package, no METADATA: it is compiled with the set but never served
     if package != MAIN_PACKAGE and not package.startswith((RULES_PREFIX, LIB_PREFIX)):
         problems.append(Problem(file, f"package {package} is outside agentgov.rules.*, agentgov.lib.* and "
                                 f"agentgov.main (bundle root is agentgov)", code="package", line=pkg_line))
     if package.startswith(RULES_PREFIX) and "." in package[len(RULES_PREFIX):]:
         problems.append(Problem(file, f"package {package}: a rule module is agentgov.rules.<name>, one level",
                                 code="package", line=pkg_line))
+    problems.extend(forbidden_calls(file, text))
     meta, meta_problem = _metadata(file, text, m.start())
     if meta_problem:
         problems.append(meta_problem)
@@ -133,6 +142,59 @@ def _metadata(file: str, text: str, package_at: int) -> tuple[dict[str, Any], Pr
     if not isinstance(meta, dict):
         return {}, Problem(file, "METADATA must be a YAML mapping", code="metadata", line=start + 1)
     return meta, None
+
+
+# Builtins no policy may call, on any engine: rego-cpp's opa.runtime() hands the policy the
+# evaluating process's whole environment (the gateway's tokens), and a decision must never
+# wait on or reach the network. Rego has no dynamic calls, so a name scan of the code
+# (comments and strings blanked) finds every call.
+FORBIDDEN = {
+    "opa.runtime": "opa.runtime() exposes the evaluating process's environment (tokens included)",
+    "http.send": "http.send would make a decision wait on, and reach, the network",
+    "net.lookup_ip_addr": "net.lookup_ip_addr would make a decision wait on DNS",
+}
+_FORBIDDEN = re.compile(r"(?<![\w.])(" + "|".join(n.replace(".", r"\s*\.\s*") for n in FORBIDDEN) + r")(?![\w])")
+
+
+def _code(text: str) -> str:
+    """The text with comments and string contents blanked (same length, same lines)."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            j += 1
+        elif c == "`":
+            j = text.find("`", i + 1)
+            j = n if j < 0 else j + 1
+        else:
+            out.append(c)
+            i += 1
+            continue
+        out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+        i = j
+    return "".join(out)
+
+
+def forbidden_calls(file: str, text: str) -> list[Problem]:
+    """A problem at each use of a builtin no policy may call (FORBIDDEN)."""
+    code = _code(text)
+    out = []
+    for m in _FORBIDDEN.finditer(code):
+        if re.search(r"\bwith\s+$", code[max(0, m.start() - 20):m.start()]):
+            continue  # `with http.send as mock` in a test replaces the builtin, it does not call it
+        name = re.sub(r"\s+", "", m.group(1))
+        line = code.count("\n", 0, m.start()) + 1
+        col = m.start() - (code.rfind("\n", 0, m.start()) + 1) + 1
+        out.append(Problem(file, f"{name} is not allowed in a policy: {FORBIDDEN[name]}", code="forbidden_builtin",
+                           line=line, column=col))
+    return out
 
 
 # Brackets inside strings are swapped for private-use characters while scanning.

@@ -42,6 +42,10 @@ class Condition:
         if self.op == "!=":
             parts = json.dumps(self.field.split("."))
             return [f"object.get(input, {parts}, null) != {json.dumps(self.value)}"]
+        if self.op in (">", "<=") and self.field != "count(agents)":
+            # engines order values of different types differently (rego-cpp: null > 2000 is true):
+            # the guard makes the rule hold only where `holds` does, for numbers, on every engine
+            return [f"is_number({ref})", f"{ref} {self.op} {_literal(self.value)}"]
         return [f"{ref} {self.op} {_literal(self.value)}"]
 
     def words(self) -> str:

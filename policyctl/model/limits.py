@@ -16,21 +16,20 @@ def check_input_shape(value: Any, *, max_depth: int = MAX_INPUT_DEPTH, max_nodes
 
     Iterative, so a hostile 100,000-level input cannot exhaust the Python stack either.
     """
+    if not isinstance(value, dict | list):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
-    nodes = 0
+    nodes = 1
     while stack:
         item, depth = stack.pop()
-        nodes += 1
+        if depth > max_depth:
+            raise InputLimitError(f"input is nested deeper than {max_depth} levels")
+        children = item.values() if isinstance(item, dict) else item
+        nodes += len(children)
         if nodes > max_nodes:
             raise InputLimitError(f"input has more than {max_nodes} values; split it or trim it")
-        if isinstance(item, dict):
-            if depth > max_depth:
-                raise InputLimitError(f"input is nested deeper than {max_depth} levels")
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            if depth > max_depth:
-                raise InputLimitError(f"input is nested deeper than {max_depth} levels")
-            stack.extend((v, depth + 1) for v in item)
+        # only containers are walked: scalars were counted with their parent
+        stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
 
 
 def check_input_size(text: bytes | str, *, max_bytes: int = MAX_INPUT_BYTES) -> None:
