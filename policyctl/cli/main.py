@@ -26,10 +26,12 @@ COMMANDS = {
     "gateway": "policyctl.cli.gateway:gateway",
     "mcp-proxy": "policyctl.cli.mcp_proxy:mcp_proxy",
     "init": "policyctl.cli.init:init",
+    "lint": "policyctl.cli.lint:lint",
     "override": "policyctl.cli.override:override",
     "pr": "policyctl.cli.pr:pr",
     "simulate": "policyctl.cli.simulate:simulate",
     "shadow": "policyctl.cli.shadow:shadow",
+    "test": "policyctl.cli.test:rego_test",
 }
 
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from policyctl.decide import load_fixtures, utcnow
-from policyctl.engine import check_policies
+from policyctl.engine.guarded import policy_problems
+from policyctl.engine.modules import TEST_SUFFIX
 from policyctl.errors import Problem, ValidationError
 from policyctl.model.records import parse_override_header
 from policyctl.repo import Snapshot
@@ -123,12 +124,19 @@ def check_vocabulary(snapshot: Snapshot) -> list[Problem]:
     return problems
 
 
-def run_check(snapshot: Snapshot, *, now: datetime | None = None) -> CheckReport:
+def run_check(snapshot: Snapshot, *, now: datetime | None = None, engine_name: str | None = None) -> CheckReport:
+    from policyctl.testing import count_tests
+
     report = CheckReport(snapshot.revision)
     report.problems.extend(check_vocabulary(snapshot))
-    policy_set, problems = check_policies(snapshot)
+    # in child processes when the engine can abort (regopy): a crash is a problem naming the file
+    problems = policy_problems(snapshot, engine_name)
     report.problems.extend(problems)
-    report.counts["policies"] = len(snapshot.paths("policies/", ".rego"))
+    from policyctl.lint import lint_for_check
+
+    report.problems.extend(lint_for_check(snapshot, problems))  # warnings shown, errors fail
+    report.counts["policies"] = len([p for p in snapshot.paths("policies/", ".rego") if not p.endswith(TEST_SUFFIX)])
+    report.counts["tests"] = count_tests(snapshot)
     fixtures, fixture_problems = load_fixtures(snapshot)
     report.problems.extend(fixture_problems)
     report.counts["fixtures"] = len(fixtures)

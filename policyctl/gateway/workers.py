@@ -232,8 +232,11 @@ class WorkerPool:
         started = time.monotonic()
         try:
             builder = await self._builder()
-            reply = await self._control(builder, "verify", {"op": "verify", "rev": rev, "repo": self.repo},
-                                        self.build_timeout)
+            try:
+                reply = await self._control(builder, "verify", {"op": "verify", "rev": rev, "repo": self.repo},
+                                            self.build_timeout)
+            except WorkerFailure as exc:
+                raise await asyncio.to_thread(_name_crash, exc, self.repo, rev) from exc
             verified = time.monotonic()
             if not reply.get("ok"):
                 raise _failure(reply)
@@ -508,6 +511,27 @@ class WorkerPool:
                     self.overloaded += 1
                     job.future.set_exception(WorkerFailure(
                         "no_worker", f"no evaluation worker was free within {self.queue_timeout:g} s"))
+
+
+def _name_crash(failure: WorkerFailure, repo: str, rev: str) -> WorkerFailure:
+    """When the build worker died by a signal, the module that kills the engine, found as `policyctl check`
+    finds it (compiling module by module in child processes); the same failure when none does."""
+    if failure.code != "build_crashed" or "(signal " not in failure.message:
+        return failure
+    from policyctl.decide import load_fixtures
+    from policyctl.engine.guarded import crash_problems
+    from policyctl.errors import PolicyctlError
+    from policyctl.repo import snapshot
+
+    try:
+        snap = snapshot(repo, rev)
+        crashes, _ = crash_problems(snap, None, [f.input for f in load_fixtures(snap)[0]])
+    except PolicyctlError:
+        return failure
+    if not crashes:
+        return failure
+    return WorkerFailure(failure.code, f"{crashes[0].file}: {crashes[0].message} ({failure.message})",
+                         [p.to_dict() for p in crashes])
 
 
 def _failure(reply: dict[str, Any]) -> WorkerFailure:
