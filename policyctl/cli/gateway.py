@@ -6,10 +6,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from policyctl.cli.common import emit_json
+from policyctl.cli.common import emit_json, engine_flag
+
+if TYPE_CHECKING:
+    from policyctl.gateway.bundles import BundleSigning
 
 
 @click.group()
@@ -42,15 +46,25 @@ def gateway() -> None:
                    "Keep it above the longest override timeout (the sandbox allows up to 2 s).")
 @click.option("--build-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="Deadline for compiling a commit and running its fixtures.")
+@click.option("--bundle-signing-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Sign the OPA bundles of GET /v1/bundles/agentgov.tar.gz with this key (as `bundle build "
+                   "--signing-key`).")
+@click.option("--bundle-signing-alg", type=click.Choice(["RS256", "ES256", "HS256"]), default=None,
+              help="The bundles' JWT algorithm [the key's].")
+@click.option("--bundle-key-id", default="policyctl", show_default=True, help="The bundles' JWT key id.")
+@click.option("--bundle-scope", default="", help="The bundles' JWT scope claim.")
+@engine_flag
 def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: float | None,
           token_file: Path | None, log_dir: Path | None, log_max_mb: float, log_flush: float,
-          workers: int | None, eval_timeout: float, build_timeout: float) -> int:
+          workers: int | None, eval_timeout: float, build_timeout: float, bundle_signing_key: Path | None,
+          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str) -> int:
     """Serve decisions from the commits of --ref until SIGTERM or Ctrl-C.
 
     Each commit is read from git objects, compiled and verified against its
     fixtures before it is served; a commit that fails is never served and
     /v1/status says why. API: POST /v1/decide, POST /v1/outcome, GET /v1/status,
-    /healthz, /readyz, /metrics, /openapi.json (see docs/gateway.md).
+    /healthz, /readyz, /metrics, /openapi.json (see docs/gateway.md), and
+    GET /v1/bundles/agentgov.tar.gz for OPA servers (see docs/bundles.md).
     """
     from policyctl.gateway.app import serve as run
     from policyctl.gateway.revisions import check_remote_ref, git_dir, init_replica
@@ -58,6 +72,7 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
     from policyctl.gateway.service import GatewayConfig
 
     token = load_token(token_file) if token_file else None
+    signing = _bundle_signing(bundle_signing_key, bundle_signing_alg, bundle_key_id, bundle_scope)
     check_bind(host, token)
     repo = repo.resolve()
     if remote is not None:
@@ -69,8 +84,20 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
         repo=repo, ref=ref, host=host, port=port, remote=remote, token=token,
         poll=poll if poll is not None else (2.0 if remote else 10.0), log_dir=log_dir.resolve() if log_dir else None,
         log_max_bytes=int(log_max_mb * 1024 * 1024), log_flush_interval=log_flush,
-        workers=workers or os.cpu_count() or 2, eval_timeout=eval_timeout, build_timeout=build_timeout)
+        workers=workers or os.cpu_count() or 2, eval_timeout=eval_timeout, build_timeout=build_timeout,
+        bundle_signing=signing)
     return run(config, announce=lambda line: click.echo(line, err=True))
+
+
+def _bundle_signing(key_file: Path | None, alg: str | None, key_id: str, scope: str) -> BundleSigning | None:
+    """The bundle signing options, with the key read now: a bad key fails the start, not the first poll."""
+    from policyctl.engine.bundle import load_signing_key
+    from policyctl.gateway.bundles import BundleSigning
+
+    if key_file is None:
+        return None
+    key = load_signing_key(key_file, alg, key_id=key_id, scope=scope)
+    return BundleSigning(key_file=key_file.resolve(), algorithm=key.algorithm, key_id=key_id, scope=scope)
 
 
 @gateway.command()

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from policyctl import __version__
 from policyctl.decide import check_input
 from policyctl.errors import InputLimitError, ValidationError
+from policyctl.gateway.bundles import BUNDLE_PATH, GZIP, BundleService, BundleUnavailable
 from policyctl.gateway.metrics import CONTENT_TYPE
 from policyctl.gateway.security import OPEN_PATHS, bearer_matches
 from policyctl.gateway.service import Gateway, GatewayConfig, Unavailable
@@ -219,6 +220,7 @@ async def answer_decide(gateway: Gateway, body: bytes, received: float) -> Answe
 def create_app(gateway: Gateway) -> FastAPI:
     """The FastAPI application over one Gateway; its lifespan starts and stops the gateway."""
     config = gateway.config
+    bundles = BundleService(config.repo, signing=config.bundle_signing, timeout=config.build_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -229,6 +231,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             yield
         finally:
+            await bundles.close()
             await gateway.stop()
 
     app = FastAPI(title="policyctl gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -340,6 +343,23 @@ def create_app(gateway: Gateway) -> FastAPI:
                                 "content": {"text/plain": {"schema": {"type": "string"}}}}, **AUTH_ERRORS})
     async def metrics() -> Response:
         return Response(gateway.registry.render(), media_type=CONTENT_TYPE)
+
+    @app.get(BUNDLE_PATH, summary="The active revision as an OPA bundle (docs/bundles.md)", tags=["bundles"],
+             response_class=Response,
+             openapi_extra={"parameters": [{"name": "If-None-Match", "in": "header", "required": False,
+                                            "schema": {"type": "string"}}]},
+             responses={"200": {"description": "The bundle (`policyctl bundle build` of the revision); ETag is the "
+                                               "quoted revision.",
+                                "content": {GZIP: {"schema": {"type": "string", "format": "binary"}}}},
+                        "304": {"description": "The If-None-Match ETag is the active revision."}, **AUTH_ERRORS,
+                        "503": _error("No revision is served yet, or its bundle failed to build.")})
+    async def opa_bundle(request: Request) -> Response:
+        active = gateway.revisions.active
+        try:
+            answer = await bundles.answer(active.id if active else None, request.headers.get("if-none-match"))
+        except BundleUnavailable as exc:
+            raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "5"}) from None
+        return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
 
     if config.token is not None:
         _declare_bearer(app)

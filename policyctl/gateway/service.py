@@ -13,6 +13,7 @@ from typing import Any
 from policyctl import __version__
 from policyctl.decide import error_decision
 from policyctl.errors import EvaluationError
+from policyctl.gateway.bundles import BundleSigning
 from policyctl.gateway.decision_log import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BYTES, DecisionLog
 from policyctl.gateway.metrics import LATENCY_BUCKETS, SWAP_BUCKETS, Registry
 from policyctl.gateway.revisions import RevisionManager
@@ -40,6 +41,7 @@ class GatewayConfig:
     eval_timeout: float = 3.0
     build_timeout: float = 60.0
     max_body_bytes: int = 512 * 1024
+    bundle_signing: BundleSigning | None = None  # sign the OPA bundles of GET /v1/bundles/…
 
 
 class Unavailable(Exception):
