@@ -258,7 +258,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for engine in engines:
         for n in sizes:
-            sample = 300 if n <= 100 else 60 if n <= 1000 else 20
+            sample = 300 if n <= 100 else 60 if n <= 1000 else 8
             rows.append(in_child(engine, n, args.inputs, args.repeat, sample))
             print(f"  {engine} {n} modules: {rows[-1]['pipeline_mean_us']} µs, build {rows[-1]['build_s']} s", flush=True)
     print("Part 2: growth with drafted-shaped modules (each size in a fresh process)")

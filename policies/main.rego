@@ -33,25 +33,25 @@ candidates contains c if {
 	}
 }
 
-enforced := {c | some c in candidates; c.mode == "enforce"}
+invalid := [msg | some c in candidates; c.mode == "enforce"; not rank[c.action]; msg := sprintf("%s (%s): action %v is not one of deny, route, arbitrate, allow", [c.id, c.file, c.action])]
 
-invalid := [msg | some c in enforced; not rank[c.action]; msg := sprintf("%s (%s): action %v is not one of deny, route, arbitrate, allow", [c.id, c.file, c.action])]
-
-ordered := sort([[rank[c.action], c.id, c.module, c] | some c in enforced; rank[c.action]])
+ordered := sort([[rank[c.action], c.id, c.module, c] | some c in candidates; c.mode == "enforce"; rank[c.action]])
 
 shadow := [{"rule": c.id, "action": c.action, "params": c.params, "module": c.module} | some c in candidates; c.mode == "shadow"]
 
-fired := sort([c.id | some c in enforced])
+fired := sort([c.id | some c in candidates; c.mode == "enforce"])
 
-default_action := "allow" if input.kind == "action"
-
-default_action := "negotiate" if input.kind == "conflict"
-
-decision := {"error": {"code": "invalid_candidate", "message": concat("; ", invalid)}} if {
-	count(invalid) > 0
+default_action := "allow" if {
+	input.kind == "action"
+} else := "negotiate" if {
+	input.kind == "conflict"
 }
 
-decision := {
+# One chain, so each input evaluates the checks once: invalid candidates, else the winner,
+# else the default.
+decision := {"error": {"code": "invalid_candidate", "message": concat("; ", invalid)}} if {
+	count(invalid) > 0
+} else := {
 	"action": winner.action,
 	"params": winner.params,
 	"reasons": [{"rule": winner.id, "file": winner.file, "message": winner.message}],
@@ -59,19 +59,13 @@ decision := {
 	"fired": fired,
 	"shadow": shadow,
 } if {
-	count(invalid) == 0
 	count(ordered) > 0
 	winner := ordered[0][3]
-}
-
-decision := {
+} else := {
 	"action": default_action,
 	"params": {},
 	"reasons": [],
 	"source": "default",
 	"fired": [],
 	"shadow": shadow,
-} if {
-	count(invalid) == 0
-	count(ordered) == 0
 }

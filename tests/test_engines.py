@@ -210,3 +210,15 @@ def test_a_syntax_error_names_the_file_and_line_on_every_engine() -> None:
             compile_policy_set(Snapshot(revision="b", files=files), engine_named(name))
         assert any(p.file == "policies/rules/broken.rego" and p.line in (12, 13) for p in err.value.problems), name
 
+
+
+def test_an_engine_panic_fails_the_decision_closed_not_the_process() -> None:
+    files = dict(worktree_snapshot(PROJECT).files)
+    files["policies/rules/counts.rego"] = UNGUARDED.replace("big_uploads", "counts").replace(
+        "\tinput.action.size_bytes > 2000\n", '\tstrings.count(input.action.type, "") > 0\n').encode()
+    policies = compile_policy_set(Snapshot(revision="p", files=files), engine_named("regorus"))
+    from policyctl.decide import Pipeline
+
+    decision = Pipeline(policies).decide_dict(upload(1))
+    assert decision["action"] == "deny" and decision["source"] == "error"
+    assert decision["error"]["code"] == "eval_engine_panic"

@@ -242,6 +242,12 @@ class RegorusProgram:
             value = engine.eval_rule(self._rule)
         except (RuntimeError, ValueError, TypeError, OverflowError, orjson.JSONEncodeError) as exc:
             raise _regorus_eval_error(str(exc)) from exc
+        except BaseException as exc:
+            # a Rust panic (strings.count(s, "") in 0.13.0) arrives as pyo3's PanicException,
+            # a BaseException: it fails this decision, never the process
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise EvaluationError(f"the Regorus engine panicked: {str(exc)[:200]}", code="eval_engine_panic") from exc
         if not isinstance(value, dict):
             raise EvaluationError("the policy set produced no decision (undefined)", code="undefined_decision")
         return value

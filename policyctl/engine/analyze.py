@@ -31,6 +31,8 @@ from functools import cache
 from pathlib import Path as FilePath
 from typing import Any, Protocol
 
+import orjson
+
 from policyctl.errors import Problem
 
 CODES = ("undefined_function", "wrong_arity", "undefined_rule", "unsafe_var", "recursion")
@@ -119,8 +121,8 @@ def parse_ast(source: Source) -> ModuleAst | Problem:
     engine.set_rego_v0(False)
     try:
         engine.add_policy(source.file, source.text)
-        tree = json.loads(engine.get_ast_as_json())[0]["ast"]
-    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        tree = orjson.loads(engine.get_ast_as_json())[0]["ast"]
+    except (RuntimeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
         text = str(exc).split("Stack backtrace:", 1)[0]
         at = re.search(r"-->\s*[^\n]*?:(\d+):(\d+)", text)
         reason = text.strip().splitlines()
@@ -480,6 +482,8 @@ class _Walker:
 
 def _with_targets(module: ModuleAst) -> Iterator[Path]:
     """The data paths a module's `with data.… as` modifiers replace."""
+    if b"with" not in module.raw:
+        return
     stack: list[Any] = list(module.rules)
     while stack:
         item = stack.pop()

@@ -14,6 +14,9 @@ from policyctl.errors import Problem, ValidationError
 from policyctl.model.region import Region
 from policyctl.model.values import tag
 
+# libyaml's safe loader where built (20x the pure-Python one: METADATA of 5,000 modules)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 MODES = ("enforce", "shadow")
 RULES_PREFIX = "agentgov.rules."
 MAIN_PACKAGE = "agentgov.main"
@@ -133,7 +136,7 @@ def _metadata(file: str, text: str, package_at: int) -> tuple[dict[str, Any], Pr
             break
         block.append(line[2:] if line.startswith("# ") else line[1:])
     try:
-        meta = yaml.safe_load("\n".join(block)) or {}
+        meta = yaml.load("\n".join(block), Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = start + 2 + (mark.line if mark else 0)
