@@ -1,31 +1,31 @@
-"""Compile a snapshot's policy set once and evaluate inputs on it: the only importer of regopy.
+"""Compile a snapshot's policy set once and evaluate inputs on it, on any engine (engine/regopy.py,
+engine/regorus.py behind engine/base.py's protocols).
 
 A decision evaluates only the rule modules that can apply to its input: modules are
 indexed by the literal `input.<path> == …` tests of their `decisions` bodies, and one
-program is compiled (lazily, then cached) per combination of index values seen. A policy
-set grown by hundreds of drafted rules stays as fast as the rules one input can reach.
+program is compiled (lazily, then cached) per set of modules that traffic reaches. A
+policy set grown by thousands of drafted rules stays as fast as the rules one input can
+reach (bench/engine.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
-
+from policyctl.engine.base import Engine, Program
+from policyctl.engine.base import summary as _summary
 from policyctl.engine.modules import MAIN_PACKAGE, RegoModule, parse_module
-from policyctl.errors import EvaluationError, PolicyCompileError, Problem
+from policyctl.engine.regopy import RegopyEngine
+from policyctl.engine.regorus import RegorusEngine
+from policyctl.errors import PolicyCompileError, Problem
 from policyctl.model.values import tag
 from policyctl.repo import Snapshot
 
-ENTRYPOINT = "agentgov/main/decision"
-QUERY = "x = data.agentgov.main.decision"
 RESERVED_DATA = ("meta", "rules", "main", "lib")
 MAX_INDEX_PATHS = 4
 # Programs cached per revision: at least this many, and this many per rule module.
@@ -33,239 +33,6 @@ MIN_PROGRAMS = 256
 PROGRAMS_PER_MODULE = 2
 MAX_KEY_SETS = 65536
 
-
-class Program(Protocol):
-    """A compiled policy set that answers `agentgov/main/decision` for an input."""
-
-    def evaluate(self, input: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class Engine(Protocol):
-    """A Rego implementation: compile modules and data into a Program."""
-
-    name: str
-
-    def compile(self, modules: list[RegoModule], data: dict[str, Any]) -> Program: ...
-
-
-# --------------------------------------------------------------------------- regopy
-
-
-def _rego_problems(text: str, sources: dict[str, str]) -> list[Problem]:
-    """Turn rego-cpp's S-expression error text into Problems with file:line:col."""
-    problems: list[Problem] = []
-    for m in re.finditer(r"\(error\b", text):
-        i = m.end()
-        file, line, col = "<policy set>", None, None
-        loc = re.match(r"\s+(\d+):", text[i:])
-        if loc:
-            n = int(loc.group(1))
-            start = i + loc.end()
-            file = text[start:start + n]
-            rest = re.match(r"\|(\d+)\|(\d+)", text[start + n:])
-            if rest and file in sources:
-                line, col = _line_col(sources[file], int(rest.group(1)))
-        msg = re.compile(r"\(errormsg\s+(\d+):").search(text, i)
-        message = text[msg.end():msg.end() + int(msg.group(1))] if msg else text[i:i + 200].strip()
-        problems.append(Problem(file, message, code="rego_compile_error", line=line, column=col))
-    if not problems:
-        problems.append(Problem("<policy set>", text.strip()[:500], code="rego_compile_error"))
-    return problems
-
-
-def _line_col(source: str, byte_offset: int) -> tuple[int, int]:
-    raw = source.encode("utf-8")
-    line = raw.count(b"\n", 0, byte_offset) + 1
-    col = byte_offset - (raw.rfind(b"\n", 0, byte_offset) + 1) + 1
-    return line, col
-
-
-def _eval_error(text: str) -> EvaluationError:
-    msg = re.search(r"\(errormsg\s+(\d+):", text)
-    message = text[msg.end():msg.end() + int(msg.group(1))] if msg else text.strip()[:300]
-    code_m = re.search(r"\(rego-errorcode\s+\d+:([\w_]+)", text) or re.search(r"\b(eval_[a-z_]+|rego_[a-z_]+_error)\b", text)
-    code = code_m.group(1) if code_m else "eval_error"
-    return EvaluationError(message, code=code)
-
-
-class RegopyProgram:
-    """A compiled regopy bundle; evaluation uses one runner interpreter per thread."""
-
-    def __init__(self, bundle: Any) -> None:
-        self._bundle = bundle
-        self._local = threading.local()
-
-    def _runner(self) -> Any:
-        runner = getattr(self._local, "runner", None)
-        if runner is None:
-            from regopy import Interpreter, LogLevel
-
-            runner = Interpreter()
-            runner.log_level = LogLevel.NONE
-            runner.strict_built_in_errors = True
-            self._local.runner = runner
-        return runner
-
-    def evaluate(self, input: dict[str, Any]) -> dict[str, Any]:
-        from regopy import Input, RegoError
-        from regopy import rego_shared as rs
-
-        runner = self._runner()
-        try:
-            runner.set_input(Input(input))
-            out = rs.rego_bundle_query(runner._impl, self._bundle._impl)
-        except (RegoError, TypeError, ValueError, OverflowError) as exc:
-            raise EvaluationError(f"cannot evaluate: {exc}", code="eval_error") from exc
-        try:
-            ok = rs.rego_output_ok(out)
-            text = rs.rego_output_string(out)
-        finally:
-            rs.rego_free_output(out)
-        # rego-cpp reports some runtime errors with ok == True and an "(error …)" text.
-        if not ok or text.lstrip().startswith("(error"):
-            raise _eval_error(text)
-        if text == "undefined":
-            raise EvaluationError("the policy set produced no decision (undefined)", code="undefined_decision")
-        result = json.loads(text)
-        if isinstance(result, list):
-            result = result[0] if result else {}
-        value = result.get("bindings", {}).get("x")
-        if not isinstance(value, dict):
-            raise EvaluationError("the policy set produced no decision (undefined)", code="undefined_decision")
-        return value
-
-
-class RegopyEngine:
-    """Microsoft's rego-cpp through regopy: build once, query the bundle per decision."""
-
-    name = "regopy"
-
-    def compile(self, modules: list[RegoModule], data: dict[str, Any]) -> Program:
-        from regopy import Interpreter, LogLevel, RegoError
-
-        sources = {m.file: m.text for m in modules}
-        builder = Interpreter()
-        builder.log_level = LogLevel.NONE
-        try:
-            for module in modules:
-                builder.add_module(module.file, module.text)
-            builder.add_data(data)
-            bundle = builder.build(QUERY, [ENTRYPOINT])
-        except RegoError as exc:
-            problems = _rego_problems(str(exc), sources)
-            raise PolicyCompileError(_summary(problems), problems=problems) from exc
-        if not bundle.ok():
-            problems = [Problem("<policy set>", "the bundle did not build", code="rego_compile_error")]
-            raise PolicyCompileError(_summary(problems), problems=problems)
-        return RegopyProgram(bundle)
-
-
-# --------------------------------------------------------------------------- regorus
-
-
-_REGORUS_AT = re.compile(r"-->\s*(?P<file>[^\n:]+):(?P<line>\d+):(?P<col>\d+)")
-_REGORUS_MSG = re.compile(r"^error:\s*(?P<msg>.*)$", re.M)
-
-
-def _regorus_problem(text: str, fallback_file: str = "<policy set>", code: str = "rego_compile_error") -> Problem:
-    """Regorus's `--> file:line:col … error: message` text (its stack backtrace dropped) as a Problem."""
-    text = text.split("Stack backtrace:", 1)[0]
-    at = _REGORUS_AT.search(text)
-    msg = _REGORUS_MSG.search(text)
-    message = msg.group("msg").strip() if msg else text.strip()[:300]
-    if at:
-        return Problem(at.group("file"), message, code=code, line=int(at.group("line")), column=int(at.group("col")))
-    return Problem(fallback_file, message, code=code)
-
-
-def _regorus_eval_error(text: str) -> EvaluationError:
-    problem = _regorus_problem(text, code="eval_error")
-    message = problem.message
-    code = "eval_type_error" if re.search(r"\brequires\b.*\bGot\b|\bexpects?\b.*\bargument", message) else "eval_error"
-    where = f" ({problem.file}:{problem.line})" if problem.line else ""
-    return EvaluationError(message + where, code=code)
-
-
-class _ThreadEngines(threading.local):
-    """Each thread's Regorus engines, by program. A Regorus engine may only be used and dropped
-    on the thread that made it, so a program never holds one itself: it is built here, per
-    thread, and entries of programs that are gone are dropped by their own thread."""
-
-    def __init__(self) -> None:
-        self.engines: OrderedDict[int, tuple[weakref.ref[Any], Any]] = OrderedDict()
-
-    def get(self, program: RegorusProgram) -> Any:
-        entry = self.engines.get(id(program))
-        if entry is not None and entry[0]() is program:
-            self.engines.move_to_end(id(program))
-            return entry[1]
-        engine = program.build()
-        self.engines[id(program)] = (weakref.ref(program), engine)
-        if len(self.engines) > REGORUS_ENGINES_PER_THREAD:
-            for key in [k for k, (ref, _) in self.engines.items() if ref() is None]:
-                del self.engines[key]
-            while len(self.engines) > REGORUS_ENGINES_PER_THREAD:
-                self.engines.popitem(last=False)
-        return engine
-
-
-_THREAD_ENGINES = _ThreadEngines()
-REGORUS_ENGINES_PER_THREAD = 4096
-
-
-class RegorusProgram:
-    """The sources and data of a compiled set; each thread evaluates on its own Regorus engine."""
-
-    def __init__(self, sources: list[tuple[str, str]], data_json: str, rule: str) -> None:
-        self._sources = sources
-        self._data_json = data_json
-        self._rule = rule
-
-    def build(self) -> Any:
-        import regorus
-
-        engine = regorus.Engine()
-        engine.set_rego_v0(False)
-        for file, text in self._sources:
-            try:
-                engine.add_policy(file, text)
-            except RuntimeError as exc:
-                problem = _regorus_problem(str(exc), file)
-                raise PolicyCompileError(str(problem), problems=[problem]) from exc
-        engine.add_data_json(self._data_json)
-        return engine
-
-    def evaluate(self, input: dict[str, Any]) -> dict[str, Any]:
-        engine = _THREAD_ENGINES.get(self)
-        try:
-            engine.set_input_json(orjson.dumps(input).decode())
-            value = engine.eval_rule(self._rule)
-        except (RuntimeError, ValueError, TypeError, OverflowError, orjson.JSONEncodeError) as exc:
-            raise _regorus_eval_error(str(exc)) from exc
-        except BaseException as exc:
-            # a Rust panic (strings.count(s, "") in 0.13.0) arrives as pyo3's PanicException,
-            # a BaseException: it fails this decision, never the process
-            if type(exc).__name__ != "PanicException":
-                raise
-            raise EvaluationError(f"the Regorus engine panicked: {str(exc)[:200]}", code="eval_engine_panic") from exc
-        if not isinstance(value, dict):
-            raise EvaluationError("the policy set produced no decision (undefined)", code="undefined_decision")
-        return value
-
-
-class RegorusEngine:
-    """Microsoft's Regorus (Rust) through the pinned `gordon-to-regorus` wheel.
-
-    OPA's type order for comparisons, linear-time regex (Rust's `regex` crate), and an
-    `opa.runtime()` without the process environment."""
-
-    name = "regorus"
-
-    def compile(self, modules: list[RegoModule], data: dict[str, Any]) -> Program:
-        program = RegorusProgram([(m.file, m.text) for m in modules], orjson.dumps(data).decode(),
-                                 "data." + ENTRYPOINT.replace("/", "."))
-        _THREAD_ENGINES.get(program)  # parse now: syntax errors surface at build, on this thread
-        return program
 
 
 EngineClass = type[RegopyEngine] | type[RegorusEngine]
@@ -288,10 +55,6 @@ def engine_named(name: str | None = None) -> Engine:
         raise UsageError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     return ENGINES[name]()
 
-
-def _summary(problems: list[Problem]) -> str:
-    head = str(problems[0])
-    return head if len(problems) == 1 else f"{head} (and {len(problems) - 1} more)"
 
 
 # --------------------------------------------------------------------------- policy set
