@@ -244,6 +244,27 @@ def test_a_merge_goes_live_and_broken_commits_never_do(policy_repo: Path, serve:
     assert gw.stop() == 0
 
 
+
+def test_what_only_a_request_would_find_is_refused_at_build(policy_repo: Path, serve: Callable[..., Served]) -> None:
+    """An undefined function and a recursion compile in the engines; the gateway refuses both."""
+    gw = serve(policy_repo, "--poll", "600")
+    good = gw.status()["active"]["revision"]
+    head = BROKEN_RULE.split("decisions contains")[0]
+    cases = {
+        "undefined_function": head + 'decisions contains {"id": "x", "action": "deny"} if {\n'
+                                     '\tinput.kind == "action"\n\tstrings.no_such_thing(input.action.type)\n}\n',
+        "recursion": head + 'a if b\n\nb if a\n\ndecisions contains {"id": "x", "action": "deny"} if {\n\ta\n}\n',
+    }
+    for code, text in cases.items():
+        write(policy_repo, "policies/rules/broken.rego", text)
+        bad = commit_all(policy_repo, code)
+        gw.wait_until(lambda bad=bad: (gw.status().get("last_error") or {}).get("revision") == bad, code)
+        error = gw.status()["last_error"]
+        assert any(p["code"] == code and p["file"] == "policies/rules/broken.rego" and p["line"] for p in error["problems"]), error
+        assert gw.status()["active"]["revision"] == good
+        assert gw.decide(PARQUET_SMB)["revision"] == good
+    assert gw.stop() == 0
+
 def test_start_on_a_broken_head_serves_the_newest_good_commit(policy_repo: Path, serve: Callable[..., Served],
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     route_to(policy_repo, "nfs")
