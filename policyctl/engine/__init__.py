@@ -90,23 +90,29 @@ class PolicySet:
         self._rules = [m for m in self.modules if m.is_rule]
         self._base = [m for m in self.modules if not m.is_rule]
         self._by_name = {m.name: m for m in self._rules}
+        self._order = {id(m): i for i, m in enumerate(self._rules)}
         self.capacity = max(MIN_PROGRAMS, PROGRAMS_PER_MODULE * len(self._rules))
         self._build_index()
 
     def _build_index(self) -> None:
         self._indexed = self.index_paths
         self._sets.clear()
-        self._always: list[RegoModule] = []
-        self._buckets: dict[tuple[str, tuple[str, Any]], list[RegoModule]] = {}
+        self._always: list[tuple[str, RegoModule]] = []
+        self._buckets: dict[tuple[str, tuple[str, Any]], list[tuple[str, RegoModule]]] = {}
+        # how many module bodies require each literal: a body is filed under its rarest one
+        counts: Counter[tuple[str, tuple[str, Any]]] = Counter()
         for module in self._rules:
-            anchors = _anchors(module, self.index_paths)
+            for body in module.bodies or []:
+                counts.update((p, v) for p in self.index_paths if p in body for v in body[p])
+        for module in self._rules:
+            anchors = _anchors(module, self.index_paths, counts)
             if anchors is None:
-                self._always.append(module)
+                self._always.append((module.name, module))
                 continue
             for anchor in anchors:
                 bucket = self._buckets.setdefault(anchor, [])
-                if not bucket or bucket[-1] is not module:
-                    bucket.append(module)
+                if not bucket or bucket[-1][1] is not module:
+                    bucket.append((module.name, module))
 
     @property
     def rule_modules(self) -> list[RegoModule]:
@@ -140,10 +146,10 @@ class PolicySet:
         by_path = dict(zip(self.index_paths, key, strict=True))
         seen: set[str] = set()
         for path, value in by_path.items():
-            for module in self._buckets.get((path, value), ()):
-                if module.name not in seen and module.applies(by_path):
-                    seen.add(module.name)
-        seen.update(m.name for m in self._always if m.applies(by_path))
+            for name, module in self._buckets.get((path, value), ()):
+                if name not in seen and module.applies(by_path):
+                    seen.add(name)
+        seen.update(name for name, m in self._always if m.applies(by_path))
         names = frozenset(seen)
         with self._lock:
             self._sets[key] = names
@@ -159,7 +165,7 @@ class PolicySet:
         with self._lock:
             program = self._programs.get(names)
             if program is None:
-                chosen = self._base + [m for m in self._rules if m.name in names]
+                chosen = self._base + sorted((self._by_name[n] for n in names), key=lambda m: self._order[id(m)])
                 program = self.engine.compile(chosen, with_meta(self.data, chosen))
                 self.compiles += 1
                 self._programs[names] = program
@@ -176,8 +182,10 @@ class PolicySet:
         return [m for m in self._rules if m.name in names]
 
 
-def _anchors(module: RegoModule, paths: tuple[str, ...]) -> list[tuple[str, tuple[str, Any]]] | None:
-    """The bucket entries of a module: for each body, its most selective indexed path's literals.
+def _anchors(module: RegoModule, paths: tuple[str, ...],
+             counts: Counter[tuple[str, tuple[str, Any]]]) -> list[tuple[str, tuple[str, Any]]] | None:
+    """The bucket entries of a module: for each body, the literals of its indexed path whose
+    buckets are smallest across the set (fewest other bodies share them).
 
     None when some body constrains no indexed path (the module is a candidate for every input)."""
     if module.bodies is None:
@@ -187,7 +195,7 @@ def _anchors(module: RegoModule, paths: tuple[str, ...]) -> list[tuple[str, tupl
         constrained = [p for p in paths if p in body]
         if not constrained:
             return None
-        anchor = min(constrained, key=lambda p: (len(body[p]), p))
+        anchor = min(constrained, key=lambda p: (sum(counts[(p, v)] for v in body[p]), p))
         out.extend((anchor, value) for value in sorted(body[anchor], key=repr))
     return out
 
