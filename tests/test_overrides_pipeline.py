@@ -137,7 +137,11 @@ def test_an_expired_override_stops_applying_without_a_new_commit(repo: Path, ope
 
 
 def test_a_failing_override_is_skipped_logged_and_counted(repo: Path, opened: list[OverrideSet],
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # each failure on its own: a budget large enough that the runaway leaves time for the rest
+    # (the budget itself is tested in test_quarantine.py)
+    monkeypatch.setenv("POLICYCTL_OVERRIDE_BUDGET_MS", "5000")
     write(repo, "overrides/a_runaway.py", '"""Runs forever."""\n'
           'OVERRIDE = {"match": {"kind": "conflict"}, "expires": "2031-06-01T00:00:00Z", "priority": 90, '
           '"timeout_ms": 200}\n\ndef decide(input):\n    while True:\n        pass\n')

@@ -11,6 +11,18 @@ MAX_SOURCE_BYTES = 64 * 1024
 HARD_TIMEOUT_MS = 2000
 DEFAULT_TIMEOUT_MS = 250
 
+# Every override of one decision together: past it the rest are skipped and the policies decide,
+# so two slow overrides cannot add up to the gateway's evaluation deadline.
+DEFAULT_BUDGET_MS = 250
+BUDGET_ENV = "POLICYCTL_OVERRIDE_BUDGET_MS"  # set by `gateway serve --override-budget-ms`; workers inherit it
+
+# Quarantine: failures weigh 1 each, a timeout TIMEOUT_WEIGHT (it costs a whole deadline and a
+# killed worker, and a loop loops again); QUARANTINE_WEIGHT within the window skips the override
+# until the next revision. Two timeouts, not one: a single one can be a loaded machine's tail.
+QUARANTINE_WINDOW_S = 60.0
+QUARANTINE_WEIGHT = 3
+TIMEOUT_WEIGHT = 2
+
 # What a script may hand back: plain JSON data, small enough to log with every decision.
 MAX_RESULT_DEPTH = 16
 MAX_RESULT_NODES = 2_000

@@ -5,18 +5,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from policyctl.errors import PolicyctlError, Problem, ValidationError
+from policyctl.errors import PolicyctlError, Problem, UsageError, ValidationError
 from policyctl.model.records import OverrideHeader, parse_override_header
 from policyctl.sandbox.compile import compile_override, compile_problems
-from policyctl.sandbox.errors import SandboxCompileError, SandboxError, SandboxUnavailable
-from policyctl.sandbox.limits import DEFAULT_TIMEOUT_MS, HARD_TIMEOUT_MS
+from policyctl.sandbox.errors import (
+    SandboxCompileError,
+    SandboxError,
+    SandboxTimeout,
+    SandboxUnavailable,
+)
+from policyctl.sandbox.limits import (
+    BUDGET_ENV,
+    DEFAULT_BUDGET_MS,
+    DEFAULT_TIMEOUT_MS,
+    HARD_TIMEOUT_MS,
+    QUARANTINE_WEIGHT,
+    QUARANTINE_WINDOW_S,
+    TIMEOUT_WEIGHT,
+)
 from policyctl.sandbox.pool import WorkerPool, acquire_shared_pool, release_shared_pool, shared_pool
 from policyctl.sandbox.result import check_decision
 
@@ -125,12 +140,85 @@ class Override:
         return out
 
 
+# -------------------------------------------------------------------- quarantine and budget
+
+BUDGET_CODE = "override_budget_exhausted"
+# Not the script's fault, so never held against it: the pool had no free worker, or the
+# overrides before it spent the decision's budget.
+_NOT_ITS_FAULT = frozenset({SandboxUnavailable.code, BUDGET_CODE})
+# Below this, a call cannot even cross the pipe: the override is skipped, not started.
+_MIN_RUN_S = 0.001
+
+
+def budget_ms_from_env() -> int:
+    """This process's override budget: $POLICYCTL_OVERRIDE_BUDGET_MS (set by the gateway for its
+    workers), else DEFAULT_BUDGET_MS."""
+    raw = os.environ.get(BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BUDGET_MS
+    if not raw.isdigit() or int(raw) <= 0:
+        raise UsageError(f"${BUDGET_ENV}={raw!r}: expected a positive whole number of milliseconds, e.g. 250")
+    return int(raw)
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Quarantine:
+    """Why an override is skipped until the next revision: the failures that tripped it."""
+
+    name: str
+    file: str
+    code: str  # the failure that tripped it
+    count: int  # failures in the window, that one included
+    codes: dict[str, int]
+    first: datetime
+    last: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "code": self.code, "count": self.count,
+                "codes": dict(self.codes), "first": _iso(self.first), "last": _iso(self.last)}
+
+
+@dataclass
+class FailureWindow:
+    """One override's failures within the last `window_s` of the pipeline's clock, weighted."""
+
+    window_s: float = QUARANTINE_WINDOW_S
+    weight: int = QUARANTINE_WEIGHT
+    recent: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def add(self, at: datetime, code: str) -> bool:
+        """Record one failure; True when the window now weighs enough to quarantine.
+
+        The clock is the pipeline's (a replay's may run backwards), so the window is a
+        distance either way, not a queue.
+        """
+        self.recent = [(t, c) for t, c in self.recent if abs((at - t).total_seconds()) <= self.window_s]
+        self.recent.append((at, code))
+        return sum(TIMEOUT_WEIGHT if c == SandboxTimeout.code else 1 for _, c in self.recent) >= self.weight
+
+    def quarantine(self, override: Override) -> Quarantine:
+        codes: dict[str, int] = {}
+        for _, c in self.recent:
+            codes[c] = codes.get(c, 0) + 1
+        times = [t for t, _ in self.recent]
+        return Quarantine(override.name, override.file, self.recent[-1][1], len(self.recent), codes,
+                          min(times), max(times))
+
+
 @dataclass
 class OverrideSet:
     """A revision's overrides, by priority (higher first) then name; the pipeline's OverrideSlot.
 
     `failures` counts, per override name, the calls that failed (timeout, violation, limit,
     error, invalid decision) and were skipped; `stats()` has every counter for the metrics.
+    `quarantined` holds the overrides that kept failing, skipped for as long as this set (this
+    revision) lives: the state is here, so `policyctl decide`, a shadow replay and the gateway
+    quarantine alike, and a new revision starts clean. `budget_ms` bounds the time all the
+    overrides of one decision take together (None: $POLICYCTL_OVERRIDE_BUDGET_MS or 250).
     `close()` gives back the worker pool: the shared pool stops when no OverrideSet uses it.
     """
 
@@ -140,9 +228,16 @@ class OverrideSet:
     failures_by_code: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, Quarantine] = field(default_factory=dict)
+    budget_ms: int | None = None
+    quarantine_window_s: float = QUARANTINE_WINDOW_S
+    quarantine_weight: int = QUARANTINE_WEIGHT
 
     def __post_init__(self) -> None:
         self.overrides = sorted(self.overrides, key=lambda o: (-o.header.priority, o.name))
+        if self.budget_ms is None:
+            self.budget_ms = budget_ms_from_env()  # before taking the pool: a bad value leaks nothing
+        self._windows: dict[str, FailureWindow] = {}
         self._lock = threading.Lock()
         self._shared = self.pool is None
         self._pool = self.pool if self.pool is not None else acquire_shared_pool()
@@ -163,9 +258,12 @@ class OverrideSet:
         """The first active override's valid decision, or None to let the policies decide.
 
         An override that fails in any way is skipped, logged and counted; the next one, or the
-        policies, decide. An expired override stops applying at its expiry, with no new commit.
+        policies, decide. One that keeps failing is quarantined (`_failed`) and not run again.
+        All of them share the budget: each call's deadline is cut to what is left, and once it
+        is spent the rest are skipped, so a decision never waits on overrides longer than the
+        budget. An expired override stops applying at its expiry, with no new commit.
         """
-        active = self.active(input, now)
+        active = [o for o in self.active(input, now) if o.name not in self.quarantined]
         if not active:
             return None
         try:
@@ -173,17 +271,24 @@ class OverrideSet:
         except TypeError as exc:
             log.warning("overrides skipped: the input is not JSON data (%s)", exc)
             return None
-        for override in active:
+        budget_s = (self.budget_ms or DEFAULT_BUDGET_MS) / 1000
+        deadline = time.monotonic() + budget_s
+        for i, override in enumerate(active):
+            remaining = deadline - time.monotonic()
+            if remaining < _MIN_RUN_S:
+                self._skip_spent(active[i:])
+                return None
+            timeout = min(override.timeout_s, remaining)
             self._bump(self.calls, override.name)
             try:
                 outcome = self._pool_for_call().run(override.source, payload, file=override.file,
-                                                    timeout_s=override.timeout_s)
+                                                    timeout_s=timeout, within_s=remaining)
                 decision = check_decision(outcome.result, input, file=override.file)
             except SandboxError as exc:
-                self._bump(self.failures, override.name)
-                self._bump(self.failures_by_code, exc.code)
-                where = f"{override.file}:{exc.line}" if exc.line else override.file
-                log.warning("override %s skipped (%s): %s", where, exc.code, exc.detail)
+                code = exc.code
+                if isinstance(exc, SandboxTimeout) and timeout < 0.5 * min(override.timeout_s, budget_s):
+                    code = BUDGET_CODE  # cut short by the time the overrides before it took
+                self._failed(override, exc, code, now)
                 continue
             if decision is None:
                 continue
@@ -193,11 +298,39 @@ class OverrideSet:
                     "source": override.source_label, "shadow": []}
         return None
 
+    def _failed(self, override: Override, exc: SandboxError, code: str, now: datetime) -> None:
+        """Count and log one failed call; quarantine the override when its window weighs enough."""
+        self._bump(self.failures, override.name)
+        self._bump(self.failures_by_code, code)
+        where = f"{override.file}:{exc.line}" if exc.line else override.file
+        log.warning("override %s skipped (%s): %s", where, code, exc.detail)
+        if code in _NOT_ITS_FAULT:
+            return
+        with self._lock:
+            window = self._windows.setdefault(override.name,
+                                              FailureWindow(self.quarantine_window_s, self.quarantine_weight))
+            if not window.add(now, code) or override.name in self.quarantined:
+                return
+            quarantine = self.quarantined[override.name] = window.quarantine(override)
+        log.warning("override %s quarantined until the next revision: %d failures within %g s (%s), "
+                    "first %s, last %s; the policies decide its inputs", override.file, quarantine.count,
+                    self.quarantine_window_s, ", ".join(f"{c} x{n}" for c, n in sorted(quarantine.codes.items())),
+                    _iso(quarantine.first), _iso(quarantine.last))
+
+    def _skip_spent(self, skipped: list[Override]) -> None:
+        """The budget is spent: these overrides do not run for this decision (not held against them)."""
+        with self._lock:
+            self.failures_by_code[BUDGET_CODE] = self.failures_by_code.get(BUDGET_CODE, 0) + len(skipped)
+        log.warning("overrides %s skipped: this decision's %d ms override budget is spent",
+                    ", ".join(o.file for o in skipped), self.budget_ms)
+
     def stats(self, now: datetime | None = None) -> dict[str, Any]:
         with self._lock:
             counters = {"calls": dict(self.calls), "decisions": dict(self.decisions),
-                        "failures": dict(self.failures), "failures_by_code": dict(self.failures_by_code)}
-        return {"overrides": [o.describe(now) for o in self.overrides], **counters, "pool": self._pool.stats()}
+                        "failures": dict(self.failures), "failures_by_code": dict(self.failures_by_code),
+                        "quarantined": [q.to_dict() for q in self.quarantined.values()]}
+        return {"overrides": [o.describe(now) for o in self.overrides], **counters, "budget_ms": self.budget_ms,
+                "pool": self._pool.stats()}
 
     def close(self) -> None:
         """Give back the worker pool (idempotent); a shared pool stops when its last user closes."""
@@ -225,7 +358,8 @@ class OverrideSet:
             counter[key] = counter.get(key, 0) + 1
 
 
-def load_overrides(snapshot: Snapshot, *, pool: WorkerPool | None = None) -> OverrideSet | None:
+def load_overrides(snapshot: Snapshot, *, pool: WorkerPool | None = None,
+                   budget_ms: int | None = None) -> OverrideSet | None:
     """The overrides of a snapshot, validated and compiled; None when it has no overrides/*.py.
 
     Raises SandboxCompileError (a PolicyctlError) listing every broken header or script as
@@ -255,7 +389,7 @@ def load_overrides(snapshot: Snapshot, *, pool: WorkerPool | None = None) -> Ove
         loaded.append(Override(header, source, blob))
     if problems:
         raise SandboxCompileError.from_problems(problems)
-    return OverrideSet(loaded, pool=pool)
+    return OverrideSet(loaded, pool=pool, budget_ms=budget_ms)
 
 
 def _blob_id(data: bytes) -> str:

@@ -243,24 +243,27 @@ class WorkerPool:
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, source: str, payload: bytes, *, file: str, timeout_s: float) -> RunOutcome:
+    def run(self, source: str, payload: bytes, *, file: str, timeout_s: float,
+            within_s: float | None = None) -> RunOutcome:
         """Run `source` on the JSON `payload` in a worker; raise a SandboxError for every failure.
 
         The deadline (`timeout_s`) starts when a worker is ours; waiting for a free worker
-        is bounded separately by `acquire_timeout_s`.
+        is bounded separately by `acquire_timeout_s`. `within_s`, from a caller with a budget
+        of its own (the pipeline's override budget), bounds waiting and running together.
         """
         meta = orjson.dumps({"source": source, "file": file})
+        overall = None if within_s is None else time.monotonic() + within_s
         for attempt in (1, 2):
-            worker = self._acquire()
+            worker = self._acquire(None if overall is None else overall - time.monotonic())
             started = time.monotonic()
-            deadline = started + timeout_s
+            deadline = started + timeout_s if overall is None else min(started + timeout_s, overall)
             try:
                 response = worker.call(meta, payload, deadline)
             except _Expired:
                 self._discard(worker, "timeout")
                 self._count("timeouts")
                 self._count("failed")
-                raise SandboxTimeout(f"no answer within {timeout_s * 1000:.0f} ms; the worker was killed",
+                raise SandboxTimeout(f"no answer within {(deadline - started) * 1000:.0f} ms; the worker was killed",
                                      file=file) from None
             except _WorkerGone as gone:
                 why = worker.death()
@@ -345,8 +348,9 @@ class WorkerPool:
         with self._cond:
             self._counters[name] = self._counters.get(name, 0) + n
 
-    def _acquire(self) -> Worker:
-        deadline = time.monotonic() + self.acquire_timeout_s
+    def _acquire(self, timeout_s: float | None = None) -> Worker:
+        wait_s = self.acquire_timeout_s if timeout_s is None else min(max(timeout_s, 0.0), self.acquire_timeout_s)
+        deadline = time.monotonic() + wait_s
         with self._cond:
             self._counters["calls"] += 1
             while True:
@@ -363,7 +367,7 @@ class WorkerPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     why = f"; last start failure: {self.last_spawn_error}" if self.last_spawn_error else ""
-                    raise SandboxUnavailable(f"no sandbox worker was free within {self.acquire_timeout_s:g} s "
+                    raise SandboxUnavailable(f"no sandbox worker was free within {wait_s:g} s "
                                              f"({len(self._busy)} of {self.size} busy){why}")
                 self._cond.wait(remaining)
 
