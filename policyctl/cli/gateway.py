@@ -39,6 +39,10 @@ def gateway() -> None:
               help="Rotate a decision-log file at this size.")
 @click.option("--log-flush", type=click.FloatRange(min=0.01, max=10), default=0.2, show_default=True,
               metavar="SECONDS", help="Write queued decision-log records this often (the most a SIGKILL can lose).")
+@click.option("--log-window-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
+              help="Memory for recent decisions that outcomes join; the oldest are evicted past it.")
+@click.option("--log-backlog-mb", type=click.FloatRange(min=0.01), default=32.0, show_default=True,
+              help="Memory for records queued to the log writer; records past it are counted as lost.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Evaluation worker processes [one per CPU].")
 @click.option("--eval-timeout", type=click.FloatRange(min=0.01), default=3.0, show_default=True, metavar="SECONDS",
@@ -46,6 +50,22 @@ def gateway() -> None:
                    "Keep it above the longest override timeout (the sandbox allows up to 2 s).")
 @click.option("--build-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="Deadline for compiling a commit and running its fixtures.")
+@click.option("--override-budget-ms", type=click.IntRange(min=1, max=60_000), default=250, show_default=True,
+              metavar="MS", help="The most all the overrides of one decision may take together; past it the "
+                                 "policies decide (docs/overrides.md).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="A request's headers must arrive within this; a slower connection gets 408 and is closed.")
+@click.option("--idle-timeout", type=click.IntRange(min=1), default=30, show_default=True, metavar="SECONDS",
+              help="Close a connection that sends no request for this long (keep-alive, or never used).")
+@click.option("--slow-factor", type=click.FloatRange(min=1), default=5.0, show_default=True,
+              help="A commit whose verification evaluates this many times slower than the serving revision (on "
+                   "the fixtures and recent inputs), or within half the --eval-timeout, is not served.")
+@click.option("--on-slow", type=click.Choice(["degrade", "refuse"]), default="degrade", show_default=True,
+              help="degrade: keep it out, report degraded, retry it every --poll; refuse: fail it like a broken "
+                   "commit (never rebuilt).")
+@click.option("--queue-deadline", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+              metavar="SECONDS", help="The longest a request waits for a worker; one expected to wait longer (or "
+                                      "longer than its X-Request-Timeout) is refused at once with 503 overloaded.")
 @click.option("--bundle-signing-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Sign the OPA bundles of GET /v1/bundles/agentgov.tar.gz with this key (as `bundle build "
                    "--signing-key`).")
@@ -57,7 +77,10 @@ def gateway() -> None:
 def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: float | None,
           token_file: Path | None, log_dir: Path | None, log_max_mb: float, log_flush: float,
           workers: int | None, eval_timeout: float, build_timeout: float, bundle_signing_key: Path | None,
-          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str) -> int:
+          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str, log_window_mb: float = 64.0,
+          log_backlog_mb: float = 32.0, queue_deadline: float = 10.0, header_timeout: float = 10.0,
+          idle_timeout: int = 30, override_budget_ms: int = 250, slow_factor: float = 5.0,
+          on_slow: str = "degrade") -> int:
     """Serve decisions from the commits of --ref until SIGTERM or Ctrl-C.
 
     Each commit is read from git objects, compiled and verified against its
@@ -85,7 +108,11 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
         poll=poll if poll is not None else (2.0 if remote else 10.0), log_dir=log_dir.resolve() if log_dir else None,
         log_max_bytes=int(log_max_mb * 1024 * 1024), log_flush_interval=log_flush,
         workers=workers or os.cpu_count() or 2, eval_timeout=eval_timeout, build_timeout=build_timeout,
-        bundle_signing=signing)
+        bundle_signing=signing, log_window_bytes=int(log_window_mb * 1024 * 1024),
+        log_backlog_bytes=int(log_backlog_mb * 1024 * 1024), queue_deadline=queue_deadline,
+        header_timeout=header_timeout, idle_timeout=idle_timeout)
+    config.override_budget_ms = override_budget_ms
+    config.slow_factor, config.on_slow = slow_factor, on_slow
     return run(config, announce=lambda line: click.echo(line, err=True))
 
 

@@ -11,7 +11,7 @@ from policyctl.errors import ValidationError
 from policyctl.model import STATUSES, Decision
 from policyctl.model.values import merge_params
 
-# The gateway refuses bodies over 512 KiB; an outcome message is evidence for a person and a
+# The gateway refuses bodies over 256 KiB; an outcome message is evidence for a person and a
 # clusterer, and its first few kilobytes say what failed.
 MAX_MESSAGE_CHARS = 4000
 

@@ -24,7 +24,12 @@ from policyctl.errors import (
     ValidationError,
 )
 from policyctl.model.expect import mismatches
-from policyctl.model.limits import MAX_INPUT_DEPTH, check_input_shape, check_input_size
+from policyctl.model.limits import (
+    MAX_INPUT_BYTES,
+    MAX_INPUT_DEPTH,
+    check_input_shape,
+    check_input_size,
+)
 from policyctl.model.records import ACTIONS, Decision, Fixture, Reason
 from policyctl.repo import Snapshot
 
@@ -143,9 +148,19 @@ def _to_decision(raw: dict[str, Any]) -> Decision:
     )
 
 
+_MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # an Event line: the input plus its decision and trace
+
+
 def parse_input_document(data: bytes | str, *, where: str) -> dict[str, Any]:
-    """An input from a file: a bare input, `{"input": …}` as in OPA's data API, or an Event line."""
-    check_input_size(data, max_bytes=4 * 1024 * 1024)
+    """An input from a file: a bare input, `{"input": …}` as in OPA's data API, or an Event line.
+
+    The input itself is held to MAX_INPUT_BYTES, the figure the gateway applies to a request
+    body; only the document around it (an Event's decision and trace) may be larger.
+    """
+    try:
+        check_input_size(data, max_bytes=_MAX_DOCUMENT_BYTES)
+    except InputLimitError as exc:
+        raise InputLimitError(f"{where}: {exc.message}") from exc
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -154,6 +169,11 @@ def parse_input_document(data: bytes | str, *, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: not JSON ({str(exc).split(':', 1)[0]})") from exc
     if isinstance(doc, dict) and "kind" not in doc and isinstance(doc.get("input"), dict):
         doc = doc["input"]
+    if len(data) > MAX_INPUT_BYTES:  # only then can the input be over: measure it as compact JSON
+        try:
+            check_input_size(orjson.dumps(doc))
+        except InputLimitError as exc:
+            raise InputLimitError(f"{where}: {exc.message}") from exc
     try:
         return check_input(doc)
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import signal
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from policyctl import __version__
 from policyctl.decide import check_input
@@ -97,7 +99,7 @@ class Guard:
     """
 
     def __init__(self, app: ASGIApp, token: str | None, max_body: int, on_refused: Callable[[int, str], None],
-                 decide: Callable[[bytes, float], Awaitable[Answer]] | None = None) -> None:
+                 decide: Callable[[bytes, float, str | None], Awaitable[Answer]] | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
@@ -111,11 +113,14 @@ class Guard:
         received = time.perf_counter()
         auth: str | None = None
         length: str | None = None
+        timeout: str | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 auth = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name in TIMEOUT_HEADERS:
+                timeout = value.decode("latin-1")
         if self.token is not None and scope["path"] not in OPEN_PATHS and not bearer_matches(auth, self.token):
             await self._refuse(send, 401, "unauthorized", "send `Authorization: Bearer <token>` with the token "
                                "of the gateway's --token-file", {"www-authenticate": "Bearer"})
@@ -129,7 +134,9 @@ class Guard:
             if body is None:
                 await self._refuse(send, 413, "request_too_large", f"the body is over {self.max_body} bytes")
             else:
-                await _respond(send, *(await self.decide(body, received)))
+                answer = await _unless_gone(self.decide(body, received, timeout), receive)
+                if answer is not None:
+                    await _respond(send, *answer)
             return
         await self.app(scope, receive, send)
 
@@ -137,6 +144,30 @@ class Guard:
                       headers: dict[str, str] | None = None) -> None:
         self.on_refused(status, code)
         await _respond(send, status, error_body(code, message), headers)
+
+
+async def _unless_gone(work: Awaitable[Answer], receive: Receive) -> Answer | None:
+    """The answer of `work`, or None when the client disconnects first: `work` is then cancelled.
+
+    A client that timed out has acted without the decision; evaluating and logging it
+    anyway spends a worker on nobody and feeds the bot a decision that never happened.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task))
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None  # the client went away
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Future[Answer]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    task.cancel()
 
 
 async def _receive_body(receive: Receive, limit: int) -> bytes | None:
@@ -167,6 +198,29 @@ async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]
     await send({"type": "http.response.body", "body": body})
 
 
+class Draining:
+    """Outermost ASGI middleware: after SIGTERM every request still arriving is answered 503 `shutting_down`.
+
+    Keep-alive clients hold connections the closed listener no longer sees; a request
+    they send during the drain gets an answer that says why and `Connection: close`
+    (uvicorn then closes the connection), rather than a reset that looks like a crash.
+    """
+
+    def __init__(self, app: ASGIApp, is_draining: Callable[[], bool], on_refused: Callable[[int, str], None]) -> None:
+        self.app = app
+        self.is_draining = is_draining
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.is_draining():
+            self.on_refused(503, "shutting_down")
+            await _respond(send, 503, error_body("shutting_down", "the gateway is shutting down (SIGTERM); retry "
+                                                 "on another replica or once it is back"),
+                           {"connection": "close", "retry-after": "1"})
+            return
+        await self.app(scope, receive, send)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` (chunked bodies declare no length)."""
     chunks: list[bytes] = []
@@ -192,9 +246,27 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return doc
 
 
-async def answer_decide(gateway: Gateway, body: bytes, received: float) -> Answer:
+TIMEOUT_HEADERS = (b"x-request-timeout", b"request-timeout")
+
+
+def request_deadline(value: str | None) -> float | None:
+    """Seconds from `X-Request-Timeout` (or `Request-Timeout`): how long the client waits for its answer."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip().removesuffix("s"))
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ApiError(400, "validation_error", f"X-Request-Timeout: expected seconds > 0 (e.g. 2 or 0.5), got "
+                       f"{value[:40]!r}", path="headers.x-request-timeout")
+    return seconds
+
+
+async def answer_decide(gateway: Gateway, body: bytes, received: float, timeout: str | None = None) -> Answer:
     """POST /v1/decide: a body `{"input": …}` to (status, JSON body, headers); errors are counted."""
     try:
+        deadline = request_deadline(timeout)
         doc = parse_json_object(body)
         if "input" not in doc:
             raise ApiError(400, "validation_error", "input: required field is missing", path="input")
@@ -205,9 +277,10 @@ async def answer_decide(gateway: Gateway, body: bytes, received: float) -> Answe
         except InputLimitError as exc:
             raise ApiError(413, exc.code, exc.message) from None
         try:
-            decision = await gateway.decide(input, received)
+            decision = await gateway.decide(input, received, deadline)
         except Unavailable as exc:
-            raise ApiError(503, exc.code, exc.message, headers={"Retry-After": "1"}) from None
+            retry = str(max(1, round(exc.retry_after))) if exc.retry_after else "1"
+            raise ApiError(503, exc.code, exc.message, headers={"Retry-After": retry}) from None
     except ApiError as exc:
         gateway.errors.inc(str(exc.status), exc.code)
         return exc.status, error_body(exc.code, exc.message, exc.path), exc.headers
@@ -236,11 +309,13 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     app = FastAPI(title="policyctl gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Decisions from the policies on a git ref, hot-swapped on every merge.")
-    async def fast_decide(body: bytes, received: float) -> Answer:
-        return await answer_decide(gateway, body, received)
+    async def fast_decide(body: bytes, received: float, timeout: str | None) -> Answer:
+        return await answer_decide(gateway, body, received, timeout)
 
     app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes,
                        on_refused=lambda status, code: gateway.errors.inc(str(status), code), decide=fast_decide)
+    app.add_middleware(Draining, is_draining=lambda: gateway.draining,  # added last: runs first
+                       on_refused=lambda status, code: gateway.errors.inc(str(status), code))
 
     def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -284,8 +359,9 @@ def create_app(gateway: Gateway) -> FastAPI:
                                    "description": "As in OPA's data API: the input under `input`."}))
     async def decide(request: Request) -> Response:
         received = time.perf_counter()
+        timeout = request.headers.get("x-request-timeout") or request.headers.get("request-timeout")
         status, payload, headers = await answer_decide(gateway, await read_body(request, config.max_body_bytes),
-                                                       received)
+                                                       received, timeout)
         return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
     @app.post("/v1/outcome", summary="Report what happened after a decision", tags=["decisions"],
@@ -388,8 +464,79 @@ def _declare_bearer(app: FastAPI) -> None:
 # --------------------------------------------------------------------------- serving
 
 
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on a request's headers and an idle timer from the start.
+
+    uvicorn arms its keep-alive timer only after a response and restarts nothing while
+    headers trickle in, so a client sending a byte a second (or nothing at all after
+    connecting) held a connection forever. `header_timeout` is set by `protocol_class`.
+    """
+
+    header_timeout = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        body = error_body("header_timeout", f"the request's headers did not arrive within {self.header_timeout:g} s "
+                          "(the gateway's --header-timeout)")
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        self.transport.close()
+
+
+def protocol_class(header_timeout: float) -> type[HeaderDeadlineProtocol]:
+    """The protocol uvicorn instantiates per connection (it passes no options of ours), with the deadline set."""
+    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": header_timeout})
+
+
 class _Server(uvicorn.Server):
-    """uvicorn, except that SIGTERM ends in exit status 0 after the drain instead of being re-raised."""
+    """uvicorn, except that SIGTERM ends in exit status 0 after the drain instead of being re-raised,
+    and requests on connections still open after SIGTERM get 503 `shutting_down` instead of a reset."""
+
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None], linger: float) -> None:
+        super().__init__(config)
+        self.on_drain = on_drain
+        self.linger = linger
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting; for `linger` seconds answer what arrives with 503; then uvicorn's drain.
+
+        uvicorn alone closes idle keep-alive connections at once, so a request a client sent
+        just then meets a reset; during the linger it gets an answer that says why.
+        """
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        self.on_drain()
+        deadline = time.monotonic() + self.linger
+        while self.server_state.connections and time.monotonic() < deadline and not self.force_exit:
+            await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -431,8 +578,13 @@ def serve(config: GatewayConfig, announce: Callable[[str], None]) -> int:
     host, port = sock.getsockname()[:2]
     gateway = Gateway(config)
     app = create_app(gateway)
+    def drain() -> None:
+        gateway.draining = True
+
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=30, timeout_keep_alive=30, server_header=False))
+                                    http=protocol_class(config.header_timeout), timeout_graceful_shutdown=30,
+                                    timeout_keep_alive=config.idle_timeout, server_header=False),
+                     on_drain=drain, linger=config.shutdown_linger)
     shown = f"[{host}]" if ":" in host else host
     announce(f"policyctl gateway listening on http://{shown}:{port} (repo {config.repo}, ref {config.ref}, "
              f"{config.workers} workers, decision log {config.log_dir or 'off'})")

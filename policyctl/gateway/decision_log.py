@@ -16,6 +16,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = 0.2
 DEFAULT_MAX_BACKLOG = 100_000
 DEFAULT_WINDOW = 100_000
+DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
+DEFAULT_BACKLOG_BYTES = 32 * 1024 * 1024
 
 
 class DecisionLog:
@@ -28,21 +30,33 @@ class DecisionLog:
       inside that call, and each gateway start opens a new file.
     - SIGTERM (and any orderly stop) drains the queue, writes it, fsyncs and closes: no loss.
     - SIGKILL loses what was still queued: at most the last flush interval of decisions.
-    - The queue is bounded; when the writer falls behind (a slow or full disk) new records
-      are counted as lost (metric and status), never dropped silently.
+    - The queue is bounded by records and by bytes (inputs can be 512 KiB each, so a count
+      alone bounds nothing); when the writer falls behind (a slow or full disk) new records
+      are counted as lost (metric and status), never dropped silently, and the request path
+      never waits for the writer.
     - An outcome (`POST /v1/outcome`) is written as a second complete Event line with the same
       `id`, the decision's input and decision, and `outcome`; readers keep the last line per id.
-      Outcomes join decisions still held in a bounded window of recent decisions.
+      Outcomes join decisions still held in a window of recent decisions bounded by records
+      and by bytes; the oldest are evicted first, and counted.
     """
 
     def __init__(self, directory: Path | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  flush_interval: float = DEFAULT_FLUSH_INTERVAL, max_backlog: int = DEFAULT_MAX_BACKLOG,
-                 window: int = DEFAULT_WINDOW) -> None:
+                 window: int = DEFAULT_WINDOW, window_bytes: int = DEFAULT_WINDOW_BYTES,
+                 backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.flush_interval = flush_interval
         self.max_backlog = max_backlog
         self.window_size = window
+        self.window_max_bytes = window_bytes
+        self.max_backlog_bytes = backlog_bytes
+        self.window_bytes = 0
+        self.window_evicted = 0
+        # Each counter has one writer (the event loop adds, the writer thread subtracts), so
+        # the backlog's size needs no lock on the request path.
+        self._bytes_queued = 0
+        self._bytes_taken = 0
         self._queue: deque[bytes] = deque()
         self._window: OrderedDict[str, bytes] = OrderedDict()
         self._wake = threading.Event()
@@ -72,6 +86,14 @@ class DecisionLog:
         return len(self._queue)
 
     @property
+    def window_entries(self) -> int:
+        return len(self._window)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._bytes_queued - self._bytes_taken
+
+    @property
     def lost(self) -> int:
         return self.lost_backlog + self.lost_write
 
@@ -99,10 +121,7 @@ class DecisionLog:
             return
         line = orjson.dumps(record)
         self._enqueue(line)
-        window = self._window
-        window[record["id"]] = line
-        if len(window) > self.window_size:
-            window.popitem(last=False)
+        self._remember(record["id"], line)
 
     def outcome(self, decision_id: str, outcome: dict[str, Any], ts: str) -> bool:
         """Queue the decision's Event line again with `outcome`; False when the decision is not in the window."""
@@ -113,19 +132,35 @@ class DecisionLog:
         record["outcome"] = outcome
         record["outcome_ts"] = ts
         line = orjson.dumps(record)
-        self._window[decision_id] = line
+        self._remember(decision_id, line)
         self._enqueue(line)
         self.outcomes += 1
         return True
+
+    def _remember(self, decision_id: str, line: bytes) -> None:
+        """Keep `line` for an outcome to join, evicting the oldest while the window is over a bound."""
+        window = self._window
+        old = window.pop(decision_id, None)
+        if old is not None:
+            self.window_bytes -= len(old)
+        window[decision_id] = line
+        self.window_bytes += len(line)
+        while window and (len(window) > self.window_size or self.window_bytes > self.window_max_bytes):
+            _, evicted = window.popitem(last=False)
+            self.window_bytes -= len(evicted)
+            self.window_evicted += 1
 
     def knows(self, decision_id: str) -> bool:
         return decision_id in self._window
 
     def _enqueue(self, line: bytes) -> None:
-        if len(self._queue) >= self.max_backlog:
+        # The newest record is the one dropped: what is queued is already promised to the disk.
+        if len(self._queue) >= self.max_backlog or self.backlog_bytes + len(line) > self.max_backlog_bytes:
             self.lost_backlog += 1
+            self._wake.set()
             return
         self._queue.append(line)
+        self._bytes_queued += len(line)
         self.queued += 1
         if len(self._queue) >= 4096:
             self._wake.set()  # a burst: write now rather than at the next interval
@@ -151,6 +186,7 @@ class DecisionLog:
                 line = queue.popleft()
                 batch.append(line)
                 size += len(line) + 1
+            self._bytes_taken += size - len(batch)
             self._write(batch)
 
     def _write(self, batch: list[bytes]) -> None:
@@ -196,4 +232,7 @@ class DecisionLog:
                 "lost": self.lost, "lost_backlog_full": self.lost_backlog, "lost_write_errors": self.lost_write,
                 "outcomes_joined": self.outcomes, "rotations": self.rotations, "last_error": self.last_error,
                 "flush_interval_s": self.flush_interval, "max_bytes": self.max_bytes,
-                "max_backlog": self.max_backlog, "outcome_window": self.window_size}
+                "max_backlog": self.max_backlog, "backlog_bytes": self.backlog_bytes,
+                "max_backlog_bytes": self.max_backlog_bytes, "outcome_window": self.window_size,
+                "window_entries": self.window_entries, "window_bytes": self.window_bytes,
+                "window_max_bytes": self.window_max_bytes, "window_evicted": self.window_evicted}

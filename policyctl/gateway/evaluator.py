@@ -71,6 +71,7 @@ class Evaluator:
         self.seen_keys: dict[str, set[tuple[Any, ...]]] = {}
         self.samples: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.failures_seen: dict[str, dict[str, int]] = {}
+        self.quarantine_seen: dict[str, set[str]] = {}
 
     def decide(self, rev: str, input: Any) -> dict[str, Any]:
         revision = self.revisions.get(rev)
@@ -96,7 +97,20 @@ class Evaluator:
             failed = self._override_failures(rev, pipeline.overrides)
             if failed:
                 reply["override_failures"] = failed
+            quarantined = self._new_quarantines(rev, pipeline.overrides)
+            if quarantined:
+                reply["override_quarantined"] = quarantined
         return reply
+
+    def _new_quarantines(self, rev: str, overrides: Any) -> list[dict[str, Any]]:
+        """Overrides the sandbox quarantined since the last reply (each worker reports its own once)."""
+        quarantined = getattr(overrides, "quarantined", None)
+        if not isinstance(quarantined, dict) or not quarantined:
+            return []
+        seen = self.quarantine_seen.setdefault(rev, set())
+        new = [q.to_dict() for name, q in list(quarantined.items()) if name not in seen]
+        seen.update(q["name"] for q in new)
+        return new
 
     def _override_failures(self, rev: str, overrides: Any) -> dict[str, int]:
         """Override runs that failed since the last reply, by code (the sandbox counts them)."""
@@ -108,18 +122,44 @@ class Evaluator:
         seen.update(counts)
         return delta
 
-    def verify(self, rev: str, repo: str) -> dict[str, Any]:
-        """Build `rev` and run its fixtures (the builder's job); nothing is kept."""
+    def verify(self, rev: str, repo: str, inputs: list[Any] | None = None, baseline: str | None = None,
+               budget_s: float = 2.0) -> dict[str, Any]:
+        """Build `rev` and run its fixtures (the builder's job); nothing is kept.
+
+        With `inputs` (recent traffic), also time evaluations of the fixtures and those inputs
+        on `rev` and on `baseline` (the serving revision, built here once and kept), in this one
+        process, so the gateway can refuse a commit that is correct but much slower.
+        """
         started = time.perf_counter()
         try:
             revision = build_revision(snapshot(repo, rev), verify=True)
         except PolicyctlError as exc:
             return _failure(exc)
         try:
-            timing = {"verify_ms": round((time.perf_counter() - started) * 1e3, 1)}
+            timing: dict[str, Any] = {"verify_ms": round((time.perf_counter() - started) * 1e3, 1)}
+            if inputs is not None:
+                sample = [f.input for f in revision.fixtures] + list(inputs)
+                timing["eval"] = _time_evaluations(revision, sample, budget_s)
+                base = self._baseline(baseline, repo) if baseline else None
+                if base is not None:
+                    timing["baseline_eval"] = _time_evaluations(base, sample, budget_s)
             return {"ok": True, "summary": self._summary(revision, timing)}
         finally:
             _close_overrides(revision)
+
+    def _baseline(self, rev: str, repo: str) -> Revision | None:
+        """The serving revision, built in the builder for timing comparisons (only the last one is kept)."""
+        held = self.revisions.get(rev)
+        if held is not None:
+            return held
+        for old in [r for r in self.revisions if r != rev]:
+            self.drop(old)
+        try:
+            self.revisions[rev] = build_revision(snapshot(repo, rev), verify=False)
+        except PolicyctlError:
+            return None  # no comparison; the candidate's own timing still counts against the deadline
+        self.seen_keys[rev] = set()
+        return self.revisions[rev]
 
     def load(self, rev: str, repo: str) -> dict[str, Any]:
         """Build `rev` (already verified by the builder), compile what traffic needs, and keep it."""
@@ -175,6 +215,7 @@ class Evaluator:
         revision = self.revisions.pop(rev, None)
         self.seen_keys.pop(rev, None)
         self.failures_seen.pop(rev, None)
+        self.quarantine_seen.pop(rev, None)
         if revision is not None:
             _close_overrides(revision)
         return {"ok": True}
@@ -188,6 +229,36 @@ def _failure(exc: PolicyctlError) -> dict[str, Any]:
     problems = exc.problems[:50] if isinstance(exc, PolicyCompileError) else []
     return {"ok": False, "error": {"code": exc.code, "message": exc.message,
                                    "problems": [p.to_dict() for p in problems]}}
+
+
+def _time_evaluations(revision: Revision, inputs: list[Any], budget_s: float) -> dict[str, Any]:
+    """Per-input evaluation times on `revision`: the fastest of up to 3 rounds, so noise does not look slow.
+
+    Each input's first evaluation compiles its program: a warm-up, not counted. Rounds stop
+    when `budget_s` is spent, so a pathological commit cannot stall the verification.
+    """
+    pipeline = revision.pipeline
+    best: list[float] = []
+    started = time.perf_counter()
+    for round_ in range(4):
+        for i, input in enumerate(inputs):
+            t = time.perf_counter()
+            with contextlib.suppress(PolicyctlError):  # the fixtures already judged correctness
+                pipeline.decide_dict(input)
+            elapsed = time.perf_counter() - t
+            if round_ == 0:
+                best.append(elapsed)
+            elif round_ == 1:
+                best[i] = elapsed  # the warm-up's compile no longer counts
+            else:
+                best[i] = min(best[i], elapsed)
+            if time.perf_counter() - started > budget_s:
+                break
+        else:
+            continue
+        break
+    return {"inputs": len(inputs), "mean_ms": round(sum(best) / max(1, len(best)) * 1e3, 3),
+            "max_ms": round(max(best, default=0.0) * 1e3, 3)}
 
 
 def _mode(module: RegoModule) -> str:
@@ -210,7 +281,8 @@ def handle(evaluator: Evaluator, op: str | None, message: dict[str, Any]) -> dic
     if op == "load":
         return evaluator.load(message["rev"], message["repo"])
     if op == "verify":
-        return evaluator.verify(message["rev"], message["repo"])
+        return evaluator.verify(message["rev"], message["repo"], message.get("inputs"), message.get("baseline"),
+                                float(message.get("budget_s", 2.0)))
     if op == "drop":
         return evaluator.drop(message["rev"])
     return {"ok": False, "error": {"code": "bad_request", "message": f"unknown op {op!r}"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import subprocess
 import time
 from collections import OrderedDict
@@ -134,13 +135,19 @@ class RevisionManager:
     """
 
     def __init__(self, repo: Path, ref: str, pool: WorkerPool, *, poll: float, remote: str | None = None,
-                 swap_latency: Histogram | None = None) -> None:
+                 swap_latency: Histogram | None = None, slow_factor: float = 5.0, on_slow: str = "degrade",
+                 eval_timeout: float = 3.0) -> None:
         self.repo = repo
         self.ref = ref
         self.pool = pool
         self.poll = poll
         self.remote = remote
         self.swap_latency = swap_latency
+        self.slow_factor = slow_factor
+        self.on_slow = on_slow  # "degrade": kept out and retried each --poll; "refuse": failed like a broken commit
+        self.eval_timeout = eval_timeout
+        self.slow: dict[str, BuildFailure] = {}  # with on_slow=degrade: the commits kept out for their speed
+        self.slow_refused = 0
         self.active: ServedRevision | None = None
         self.pending: str | None = None
         self.retired: dict[str, ServedRevision] = {}
@@ -150,6 +157,7 @@ class RevisionManager:
         self.failed: OrderedDict[str, BuildFailure] = OrderedDict()
         self.last_error: BuildFailure | None = None
         self.repo_error: str | None = None
+        self.ref_error: str | None = None  # the ref stopped resolving after it had: degraded, the last revision kept
         self.reloads = {"ok": 0, "failed": 0}
         self.last_swap: dict[str, Any] | None = None
         self.fetches = {"ok": 0, "failed": 0}
@@ -186,6 +194,10 @@ class RevisionManager:
 
     @property
     def degraded(self) -> bool:
+        if self.head is not None and self.head in self.slow and self.active is not None:
+            return True
+        if self.ref_error is not None and self.active is not None:
+            return True
         if self.head is not None and self.head in self.failed:
             return True
         return self.started and self.active is None
@@ -278,12 +290,25 @@ class RevisionManager:
             return
         if head in self.failed or head == self.pending:
             return
+        slow = self.slow.get(head)
+        if slow is not None and time.time() - slow.at < self.poll:
+            return
         await self.build(head)
 
     async def _read_head(self) -> str:
-        head = await asyncio.to_thread(resolve, self.repo, self.ref)
+        try:
+            head = await asyncio.to_thread(resolve, self.repo, self.ref)
+        except Exception as exc:  # noqa: BLE001 - a moved or unreadable repository raises OSError as well
+            reason = await asyncio.to_thread(ref_problem, self.repo, self.ref, self.git_dir, self.head, exc)
+            if self.active is not None and self.ref_error is None:
+                log.warning("%s; still serving %s", reason, self.active.id[:12])
+            self.ref_error = reason if self.active is not None else None
+            self.behind = None  # unknown: "up to date" would be a lie about a ref that is not there
+            raise RepoError(reason) from exc
+        recovered = self.ref_error is not None
         self.repo_error = None
-        if head != self.head:
+        self.ref_error = None
+        if head != self.head or recovered:
             self.head = head
             self.head_subject = await asyncio.to_thread(commit_summary, self.repo, head)
             await self._update_behind()
@@ -313,12 +338,19 @@ class RevisionManager:
         subject = await asyncio.to_thread(_subject, self.repo, commit)
         self.pending = commit  # a worker that starts meanwhile loads it too, before it takes requests
         try:
-            detail = await self.pool.load(commit)
+            detail = await self.pool.load(commit, baseline=self.active.id if self.active else None,
+                                          check=self._check_speed)
             behind = await self._behind(commit)
         except BaseException as exc:
             self.pending = None
             if not isinstance(exc, WorkerFailure):
                 raise
+            if exc.code == "revision_slow":
+                self.slow_refused += 1
+                if self.on_slow == "degrade":
+                    self.slow = {commit: BuildFailure(commit, subject, exc.code, exc.message)}
+                    log.warning("not serving %s (%s): %s", commit[:12], subject, exc.message)
+                    return False
             failure = BuildFailure(commit, subject, exc.code, exc.message, exc.problems)
             self.failed[commit] = failure
             while len(self.failed) > MAX_FAILED:
@@ -352,6 +384,13 @@ class RevisionManager:
         log.info("serving %s (%s), built in %.0f ms%s", commit[:12], subject, served.build_s * 1e3,
                  f", {latency * 1e3:.0f} ms after the ref moved" if latency is not None else "")
         return True
+
+    def _check_speed(self, summary: dict[str, Any]) -> None:
+        """Raise WorkerFailure revision_slow when the verification's evaluations say the commit is too slow."""
+        timing = summary.get("timing") or {}
+        reason = slow_reason(timing.get("eval"), timing.get("baseline_eval"), self.slow_factor, self.eval_timeout)
+        if reason is not None:
+            raise WorkerFailure("revision_slow", reason)
 
     def _ref_changed_at(self) -> float | None:
         """When git last wrote the ref (the loose ref file, else packed-refs): the start of commit-to-serving."""
@@ -401,6 +440,12 @@ class RevisionManager:
         if self.degraded:
             if active is None:
                 degraded_reason = "no commit on the ref's first-parent history builds; nothing is served"
+            elif self.ref_error is not None:
+                degraded_reason = (f"{self.ref_error}; serving {active.id[:12]}, the last good revision, until "
+                                   "the ref can be read again")
+            elif self.head is not None and self.head in self.slow:
+                degraded_reason = (f"the head {self.head[:12]} is too slow to serve: {self.slow[self.head].message}; "
+                                   f"serving {active.id[:12]} instead (retried every {self.poll:g} s)")
             elif self.head is not None and self.head in self.failed:
                 f = self.failed[self.head]
                 degraded_reason = (f"the head {self.head[:12]} does not build ({f.code}); serving "
@@ -415,11 +460,61 @@ class RevisionManager:
             "failed_revisions": [{"revision": f.revision, "code": f.code, "at": _iso(f.at)}
                                  for f in list(self.failed.values())[-10:]],
             "reloads": dict(self.reloads), "last_swap": self.last_swap,
+            "slow_revision": self.slow[self.head].describe() if self.head in self.slow else None,
+            "on_slow": self.on_slow, "slow_factor": self.slow_factor, "slow_refused": self.slow_refused,
             "in_flight_on_retired": {r.id: r.in_flight for r in self.retired.values()},
             "repo_error": self.repo_error,
             "fetch": {"ok": self.fetches["ok"], "failed": self.fetches["failed"], "last_error": self.fetch_error}
             if self.remote else None,
         }
+
+
+def ref_problem(repo: Path, ref: str, known_git_dir: Path | None, last_head: str | None, exc: Exception) -> str:
+    """Why `ref` no longer resolves, naming the ref and what happened to it or to its repository.
+
+    The repository layer's message alone misleads here: an empty ref list after
+    `git update-ref -d` reads as "no commits yet", so the cause is asked of git and the disk.
+    """
+    detail = exc.message if isinstance(exc, PolicyctlError) else f"{type(exc).__name__}: {exc}"
+    if not repo.exists():
+        return f"ref {ref}: the repository {repo} is gone (moved or deleted)"
+    for path in (repo, known_git_dir):
+        if path is not None and path.exists() and not os.access(path, os.R_OK | os.X_OK):
+            return f"ref {ref}: {path} is not readable by this process ({detail})"
+    if known_git_dir is not None and not known_git_dir.exists():
+        return f"ref {ref}: the git directory {known_git_dir} of {repo} is gone (moved or deleted)"
+    try:
+        done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return f"ref {ref} in {repo} cannot be read ({detail})"
+    if done.returncode == 1 and not done.stderr.strip():  # --quiet: exit 1, silent, means "no such ref"
+        last = f"; it pointed at {last_head[:12]}" if last_head else ""
+        return f"ref {ref} was deleted from {repo} (or never existed){last}"
+    return f"ref {ref} in {repo} cannot be read ({detail})"
+
+
+SLOW_FLOOR_MS = 1.0  # a slowdown smaller than this per evaluation is noise, whatever the ratio
+NEAR_DEADLINE = 0.5  # an evaluation past this fraction of --eval-timeout is one spike from failing closed
+
+
+def slow_reason(candidate: dict[str, Any] | None, baseline: dict[str, Any] | None, factor: float,
+                eval_timeout: float) -> str | None:
+    """Why a verified commit is too slow to serve (None: it is not), from the verification's timings."""
+    if not candidate:
+        return None
+    mean, worst = float(candidate.get("mean_ms", 0)), float(candidate.get("max_ms", 0))
+    limit = NEAR_DEADLINE * eval_timeout * 1e3
+    if worst >= limit and (not baseline or float(baseline.get("max_ms", 0)) < limit):
+        return (f"an evaluation took {worst:.0f} ms on the fixtures and recent inputs, past {NEAR_DEADLINE:g} of the "
+                f"{eval_timeout:g} s evaluation deadline (--eval-timeout)")
+    if baseline:
+        base = float(baseline.get("mean_ms", 0))
+        if mean > factor * base and mean - base >= SLOW_FLOOR_MS:
+            return (f"it evaluates {mean / max(base, 1e-3):.0f}x slower than the serving revision ({mean:.1f} ms vs "
+                    f"{base:.1f} ms per evaluation over {candidate.get('inputs')} fixtures and recent inputs; "
+                    f"the limit is {factor:g}x, --slow-factor)")
+    return None
 
 
 def _subject(repo: Path, commit: str) -> str:

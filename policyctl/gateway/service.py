@@ -14,10 +14,18 @@ from policyctl import __version__
 from policyctl.decide import error_decision
 from policyctl.errors import EvaluationError
 from policyctl.gateway.bundles import BundleSigning
-from policyctl.gateway.decision_log import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BYTES, DecisionLog
+from policyctl.gateway.decision_log import (
+    DEFAULT_BACKLOG_BYTES,
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_WINDOW_BYTES,
+    DecisionLog,
+)
 from policyctl.gateway.metrics import LATENCY_BUCKETS, SWAP_BUCKETS, Registry
 from policyctl.gateway.revisions import RevisionManager
 from policyctl.gateway.workers import WorkerFailure, WorkerPool
+from policyctl.model.limits import MAX_INPUT_BYTES
+from policyctl.sandbox.limits import BUDGET_ENV, DEFAULT_BUDGET_MS
 
 # Worker failures that are not a decision about the input: the client gets 503 and retries.
 UNAVAILABLE = frozenset({"overloaded", "no_worker", "shutting_down"})
@@ -37,20 +45,30 @@ class GatewayConfig:
     log_dir: Path | None = None
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    log_window_bytes: int = DEFAULT_WINDOW_BYTES  # recent decisions kept for outcomes to join
+    log_backlog_bytes: int = DEFAULT_BACKLOG_BYTES  # records queued for the writer thread
     workers: int = 2
     eval_timeout: float = 3.0
+    slow_factor: float = 5.0  # a commit evaluating this many times slower than the serving one is kept out
+    on_slow: str = "degrade"  # or "refuse": a slow commit is then failed like a broken one
+    queue_deadline: float = 10.0  # the longest a request waits for a worker (X-Request-Timeout may shorten it)
     build_timeout: float = 60.0
-    max_body_bytes: int = 512 * 1024
+    max_body_bytes: int = MAX_INPUT_BYTES  # the input limit of every other path (README "Data")
+    header_timeout: float = 10.0  # a request's headers must arrive within this (slow-header connections)
+    idle_timeout: int = 30  # seconds (uvicorn counts whole ones): a connection with no request this long is closed
+    shutdown_linger: float = 1.0  # after SIGTERM, requests on open connections get 503 shutting_down this long
     bundle_signing: BundleSigning | None = None  # sign the OPA bundles of GET /v1/bundles/…
+    override_budget_ms: int = DEFAULT_BUDGET_MS  # all the overrides of one decision together
 
 
 class Unavailable(Exception):
     """The gateway cannot decide right now (not ready, overloaded, shutting down): HTTP 503."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 def utc_stamp(ts: float) -> str:
@@ -63,17 +81,30 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.started_at = time.time()
+        self.draining = False  # SIGTERM received: every new request is answered 503 shutting_down
         self.registry = Registry()
         self._define_metrics()
+        # The overrides run in the evaluation workers' sandbox slots, which read the budget from
+        # the environment they inherit (as they do the engine): one setting for every slot.
+        os.environ[BUDGET_ENV] = str(config.override_budget_ms)
         self.pool = WorkerPool(config.workers, str(config.repo), eval_timeout=config.eval_timeout,
-                               build_timeout=config.build_timeout, wanted=self._wanted)
+                               build_timeout=config.build_timeout, wanted=self._wanted,
+                               queue_timeout=config.queue_deadline, queue_wait=self.queue_wait)
         self.revisions = RevisionManager(config.repo, config.ref, self.pool, poll=config.poll, remote=config.remote,
-                                         swap_latency=self.swap_latency)
+                                         swap_latency=self.swap_latency, slow_factor=config.slow_factor,
+                                         on_slow=config.on_slow, eval_timeout=config.eval_timeout)
         self.log = DecisionLog(config.log_dir, max_bytes=config.log_max_bytes,
-                               flush_interval=config.log_flush_interval)
+                               flush_interval=config.log_flush_interval, window_bytes=config.log_window_bytes,
+                               backlog_bytes=config.log_backlog_bytes)
 
     def _wanted(self) -> set[str]:
         return self.revisions.wanted()
+
+    def quarantined_overrides(self) -> list[dict[str, Any]]:
+        """The active revision's quarantined overrides, by name (a new revision starts with none)."""
+        active = self.revisions.active
+        held = self.pool.override_quarantine.get(active.id, {}) if active else {}
+        return [dict(held[name]) for name in sorted(held)]
 
     async def start(self) -> None:
         self.log.start()
@@ -89,25 +120,33 @@ class Gateway:
     # ------------------------------------------------------------------ decisions
 
     def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "shutting down (SIGTERM): finishing the requests in flight"
         if self.revisions.active is None:
             if self.revisions.degraded:
                 return False, "no commit of the ref builds; see /v1/status"
+            if self.revisions.repo_error:  # a ref that never resolved is no "loading": say why
+                return False, f"cannot load the first revision: {self.revisions.repo_error}"
             return False, "loading the first revision"
         if self.pool.alive == 0:
             return False, "no evaluation worker is running"
         return True, "ready"
 
-    async def decide(self, input: dict[str, Any], received: float) -> dict[str, Any]:
-        """The decision for a checked input on the active revision; raises Unavailable."""
+    async def decide(self, input: dict[str, Any], received: float, deadline: float | None = None) -> dict[str, Any]:
+        """The decision for a checked input on the active revision; raises Unavailable.
+
+        `deadline`: the seconds the client said it waits (X-Request-Timeout). Cancelled when
+        the client goes away: nothing is then logged, since nobody acted on the decision.
+        """
         rev = self.revisions.acquire()
         if rev is None:
             raise Unavailable("not_ready", self.ready()[1])
         try:
-            decision = await self.pool.decide(rev.id, input)
+            decision = await self.pool.decide(rev.id, input, deadline)
         except WorkerFailure as exc:
             if exc.code in UNAVAILABLE:
                 self.unavailable.inc(exc.code)
-                raise Unavailable(exc.code, exc.message) from None
+                raise Unavailable(exc.code, exc.message, exc.retry_after) from None
             decision = error_decision(EvaluationError(exc.message, code=exc.code))
             decision["decision_id"] = uuid.uuid4().hex
             decision["revision"] = rev.id
@@ -142,7 +181,8 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         ready, why = self.ready()
-        return {
+        quarantined = self.quarantined_overrides()
+        status = {
             "ready": ready, "ready_reason": why, "version": __version__, "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 1),
             **self.revisions.describe(),
@@ -150,11 +190,18 @@ class Gateway:
                         "timeouts": self.pool.timeouts, "crashes": self.pool.crashes,
                         "override_failures": dict(self.pool.override_failures),
                         "restarts": dict(self.pool.restarts), "queued": len(self.pool.pending),
+                        "queue_deadline_s": self.config.queue_deadline,
+                        "expected_wait_s": round(self.pool.expected_wait(), 4),
+                        "eval_mean_s": round(self.pool.eval_mean, 4), "overload_refused": self.pool.refused_early,
+                        "abandoned": dict(self.pool.abandoned),
                         "last_failure": self.pool.last_failure, "processes": self.pool.describe()},
             "decision_log": self.log.describe(),
             "decisions": {"total": int(self.decisions.total()),
                           "shadow_divergences": int(self.divergences.total())},
+            "overrides": {"budget_ms": self.config.override_budget_ms, "quarantined": quarantined},
         }
+        _mark_quarantined(status.get("active"), quarantined)
+        return status
 
     def _define_metrics(self) -> None:
         r = self.registry
@@ -170,6 +217,8 @@ class Gateway:
         self.errors = r.counter(p + "request_errors_total", "Requests refused, by HTTP status and error code.",
                                 ("status", "code"))
         self.outcomes = r.counter(p + "outcomes_total", "Outcomes received, by result.", ("result",))
+        self.queue_wait = r.histogram(p + "queue_wait_seconds", "Time a request waited for a free worker.",
+                                      LATENCY_BUCKETS)
         self.swap_latency = r.histogram(p + "commit_to_serving_seconds",
                                         "From the ref moving in git to the new revision serving, in seconds.",
                                         SWAP_BUCKETS)
@@ -190,8 +239,17 @@ class Gateway:
         r.gauge(p + "head_info", "The commit the ref points at (value 1).", ("revision",), head_info)
         r.gauge(p + "revisions_behind", "First-parent commits between the served revision and the head.", (),
                 lambda: [((), float(self.revisions.behind))] if self.revisions.behind is not None else [])
-        r.gauge(p + "degraded", "1 when the head does not build and an older revision (or none) is served.", (),
+        r.gauge(p + "degraded", "1 when the head does not build or the ref cannot be read (deleted, repository "
+                "moved or unreadable), and an older revision (or none) is served.", (),
                 lambda: [((), 1.0 if self.revisions.degraded else 0.0)])
+        r.gauge(p + "slow_revision_info", "The head kept out because it evaluates too slowly (value 1), and why.",
+                ("revision", "on_slow", "reason"),
+                lambda: [((f.revision, self.config.on_slow, f.message[:200]), 1.0)
+                         for f in self.revisions.slow.values() if f.revision == self.revisions.head]
+                + [((f.revision, "refuse", f.message[:200]), 1.0) for f in self.revisions.failed.values()
+                   if f.code == "revision_slow" and f.revision == self.revisions.head])
+        r.gauge(p + "slow_revisions_total", "Commits kept out because they evaluate too slowly.", (),
+                lambda: [((), float(self.revisions.slow_refused))], kind="counter")
         r.gauge(p + "ready", "1 when decisions are being served.", (), lambda: [((), 1.0 if self.ready()[0] else 0.0)])
         r.gauge(p + "reloads_total", "Revisions built after start, by result.", ("result",),
                 lambda: [((k,), float(v)) for k, v in self.revisions.reloads.items()], kind="counter")
@@ -205,15 +263,45 @@ class Gateway:
         r.gauge(p + "workers_ready", "Evaluation workers taking requests.", (), lambda: [((), float(self.pool.alive))])
         r.gauge(p + "queue_length", "Requests waiting for a free worker.", (),
                 lambda: [((), float(len(self.pool.pending)))])
+        r.gauge(p + "expected_queue_wait_seconds", "The wait admission expects for a request queued now.", (),
+                lambda: [((), self.pool.expected_wait())])
+        r.gauge(p + "eval_mean_seconds", "Running mean of one evaluation in a worker.", (),
+                lambda: [((), self.pool.eval_mean)])
+        r.gauge(p + "overload_refused_total", "Requests refused at once (503 overloaded): expected to wait past "
+                "their deadline.", (), lambda: [((), float(self.pool.refused_early))], kind="counter")
+        r.gauge(p + "abandoned_total", "Requests whose client went away before the answer, by where they were "
+                "(queued ones are never evaluated); none is logged.", ("stage",),
+                lambda: [((k,), float(v)) for k, v in self.pool.abandoned.items()], kind="counter")
         r.gauge(p + "decision_log_backlog", "Decision-log records queued and not yet written.", (),
                 lambda: [((), float(self.log.backlog))])
         r.gauge(p + "decision_log_written_total", "Decision-log records written.", (),
                 lambda: [((), float(self.log.written))], kind="counter")
+        r.gauge(p + "decision_log_backlog_bytes", "Bytes of decision-log records queued and not yet written.", (),
+                lambda: [((), float(self.log.backlog_bytes))])
+        r.gauge(p + "outcome_window_bytes", "Bytes of recent decisions held for outcomes to join.", (),
+                lambda: [((), float(self.log.window_bytes))])
+        r.gauge(p + "outcome_window_entries", "Recent decisions held for outcomes to join.", (),
+                lambda: [((), float(self.log.window_entries))])
+        r.gauge(p + "outcome_window_evictions_total", "Decisions evicted from the outcome window (count or bytes "
+                "bound); an outcome for one gets 404.", (), lambda: [((), float(self.log.window_evicted))],
+                kind="counter")
         r.gauge(p + "decision_log_lost_total", "Decision-log records lost, by reason (never silent).", ("reason",),
                 lambda: [(("backlog_full",), float(self.log.lost_backlog)),
                          (("write_error",), float(self.log.lost_write))], kind="counter")
         r.gauge(p + "override_failures_total", "Override runs that failed and were skipped, by code.", ("code",),
                 lambda: [((k,), float(v)) for k, v in sorted(self.pool.override_failures.items())], kind="counter")
+        r.gauge(p + "overrides_quarantined", "Overrides of the served revision skipped until the next one (value 1), "
+                "with the failure that tripped the quarantine.", ("override", "file", "code"),
+                lambda: [((str(q["name"]), str(q["file"]), str(q["code"])), 1.0) for q in self.quarantined_overrides()])
         r.gauge(p + "fetches_total", "git fetches of --remote, by result.", ("result",),
                 lambda: [((k,), float(v)) for k, v in self.revisions.fetches.items()] if self.config.remote else [],
                 kind="counter")
+
+
+def _mark_quarantined(active: Any, quarantined: list[dict[str, Any]]) -> None:
+    """Show each quarantined override as such in the served revision's override list (a copy)."""
+    if not isinstance(active, dict) or not quarantined:
+        return
+    by_file = {q["file"]: q for q in quarantined}
+    active["overrides"] = [{**o, "mode": "quarantined", "quarantine": by_file[o.get("file")]}
+                           if o.get("file") in by_file else o for o in active.get("overrides", [])]

@@ -17,20 +17,27 @@ from typing import Any
 import orjson
 
 from policyctl.gateway.evaluator import HEADER, MAX_FRAME
+from policyctl.gateway.metrics import Histogram
 
 HELLO_TIMEOUT_S = 60.0
 BUILDER = -1  # the index of the worker that verifies new revisions and never serves
 CLOSE_TIMEOUT_S = 5.0
+RECENT_INPUTS = 16  # inputs kept to time a new revision's verification against the serving one
+RECENT_INPUT_MAX_BYTES = 64 * 1024  # larger inputs are not kept: the sample must stay small
+RECENT_INPUT_MAX_EVAL_S = 0.05  # nor slow ones: timing them would stall the next verification
+EVAL_MEAN_WEIGHT = 0.1  # of the newest evaluation in the running mean: recent, yet not one outlier
 
 
 class WorkerFailure(Exception):
     """A job that no worker could finish: timed out, crashed, overloaded or shut down."""
 
-    def __init__(self, code: str, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, code: str, message: str, problems: list[dict[str, Any]] | None = None, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.problems = problems or []
+        self.retry_after = retry_after  # seconds, for a 503's Retry-After
 
 
 @dataclass(eq=False)
@@ -41,6 +48,7 @@ class Job:
     rev: str | None = None
     timeout: float | None = None
     queued_at: float = 0.0
+    sent_at: float = 0.0  # 0 while it waits for a worker
 
 
 @dataclass(eq=False)
@@ -114,7 +122,7 @@ class WorkerPool:
 
     def __init__(self, size: int, repo: str, *, eval_timeout: float, build_timeout: float,
                  wanted: Callable[[], set[str]], max_queue: int = 2048, queue_timeout: float = 10.0,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, queue_wait: Histogram | None = None) -> None:
         self.size = size
         self.repo = repo
         self.eval_timeout = eval_timeout
@@ -131,7 +139,14 @@ class WorkerPool:
         self.crashes = 0
         self.restarts: dict[str, int] = {}
         self.overloaded = 0
+        self.refused_early = 0  # overloaded answers given at admission, by expected wait
+        self.abandoned: dict[str, int] = {"queued": 0, "evaluating": 0}  # clients gone before the answer
+        self.eval_mean = 0.0  # running mean of one evaluation in a worker, seconds (0: none yet)
+        self.recent_inputs: deque[dict[str, Any]] = deque(maxlen=RECENT_INPUTS)
+        self.queue_wait = queue_wait
         self.override_failures: dict[str, int] = {}
+        # revision -> override name -> its quarantine, merged over the workers that reported it
+        self.override_quarantine: dict[str, dict[str, dict[str, Any]]] = {}
         self.last_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -183,29 +198,93 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ requests
 
-    async def decide(self, rev: str, input: dict[str, Any]) -> dict[str, Any]:
-        """The worker's decision for `input` on revision `rev`; WorkerFailure when none could give one."""
+    def expected_wait(self) -> float:
+        """Seconds a request queued now would wait for a worker: (queued ahead + 1) × mean evaluation / workers."""
+        return (len(self.pending) + 1) * self.eval_mean / max(1, self.alive)
+
+    def _admit(self, deadline: float) -> None:
+        """Refuse at once a request that would wait past its deadline, or past the queue's bound.
+
+        Queueing it anyway only makes it and everything behind it late: its client gives up,
+        and the evaluation is spent on nobody.
+        """
+        if len(self.pending) >= self.max_queue:
+            self.overloaded += 1
+            raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker; retry later",
+                                retry_after=1.0)
+        wait = self.expected_wait()
+        if self.eval_mean > 0 and wait + self.eval_mean > deadline:
+            self.overloaded += 1
+            self.refused_early += 1
+            raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker: the expected "
+                                f"wait of {wait:.3f} s plus one evaluation ({self.eval_mean:.3f} s) is past the "
+                                f"request's deadline of {deadline:g} s; retry later", retry_after=max(1.0, wait))
+
+    async def decide(self, rev: str, input: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """The worker's decision for `input` on revision `rev`; WorkerFailure when none could give one.
+
+        `deadline` (seconds, default the queue timeout) is how long the caller will wait. When
+        the caller is cancelled (its client went away), a queued request leaves the queue
+        and is never evaluated.
+        """
         loop = asyncio.get_running_loop()
         payload = orjson.dumps({"op": "decide", "rev": rev, "input": input})
         job = Job("decide", payload, loop.create_future(), rev, self.eval_timeout, loop.time())
         worker = self._idle_with(rev)
         if worker is not None:
             self._send(worker, job)
-        elif len(self.pending) >= self.max_queue:
-            self.overloaded += 1
-            raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker; retry later")
         else:
+            self._admit(min(deadline, self.queue_timeout) if deadline is not None else self.queue_timeout)
             self.pending.append(job)
-        reply = await job.future
+        try:
+            reply = await job.future
+        except asyncio.CancelledError:
+            self._abandon(job)
+            raise
+        if len(payload) <= RECENT_INPUT_MAX_BYTES and loop.time() - job.sent_at <= RECENT_INPUT_MAX_EVAL_S:
+            self.recent_inputs.append(input)
         failed = reply.get("override_failures")
         if failed:
             for code, n in failed.items():
                 self.override_failures[code] = self.override_failures.get(code, 0) + int(n)
+        quarantined = reply.get("override_quarantined")
+        if quarantined:
+            self._note_quarantines(rev, quarantined)
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise WorkerFailure(str(error.get("code", "eval_error")), str(error.get("message", "")))
         decision: dict[str, Any] = reply["decision"]
         return decision
+
+    def _abandon(self, job: Job) -> None:
+        if job.sent_at:
+            self.abandoned["evaluating"] += 1  # the worker finishes it; nobody is answered or logged
+            return
+        self.abandoned["queued"] += 1
+        with contextlib.suppress(ValueError):
+            self.pending.remove(job)  # at most max_queue long: cheaper than counting dead entries
+
+    def _observe_eval(self, seconds: float) -> None:
+        mean = self.eval_mean
+        self.eval_mean = seconds if mean == 0 else mean + EVAL_MEAN_WEIGHT * (seconds - mean)
+
+    def _note_quarantines(self, rev: str, entries: list[dict[str, Any]]) -> None:
+        """Merge what one worker quarantined: each worker's sandbox slot decides for itself, so the
+        status shows one entry per override, counted over the workers (`workers`)."""
+        wanted = self.wanted()
+        for old in [r for r in self.override_quarantine if r != rev and r not in wanted]:
+            del self.override_quarantine[old]  # a revision no longer served takes its quarantines along
+        held = self.override_quarantine.setdefault(rev, {})
+        for entry in entries:
+            name = str(entry.get("name"))
+            known = held.get(name)
+            if known is None:
+                held[name] = {**entry, "workers": 1}
+                continue
+            known.update(count=known["count"] + entry["count"], workers=known["workers"] + 1,
+                         first=min(known["first"], entry["first"]), last=max(known["last"], entry["last"]))
+            for code, n in entry.get("codes", {}).items():
+                known["codes"][code] = known["codes"].get(code, 0) + n
 
     def _idle_with(self, rev: str) -> Worker | None:
         idle = self.idle
@@ -218,7 +297,8 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ revisions
 
-    async def load(self, rev: str) -> dict[str, Any]:
+    async def load(self, rev: str, *, baseline: str | None = None,
+                   check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Verify `rev` in the builder, compile it in a serving worker, and return its summary.
 
         The builder compiles the commit and runs its fixtures in a process that serves no
@@ -228,19 +308,26 @@ class WorkerPool:
         busy with a slow evaluation does not hold the swap back); until then they only take
         requests for the revisions they hold. Raises WorkerFailure (rego_compile_error,
         revision_invalid, build_timeout, …) and leaves no worker holding `rev` when it fails.
+
+        The verification also times the fixtures and a sample of recent inputs on `rev` and on
+        `baseline`; `check` sees that summary before any serving worker compiles `rev`, and
+        raises WorkerFailure to keep it out (a commit much slower than the one it replaces).
         """
         started = time.monotonic()
         try:
             builder = await self._builder()
+            message = {"op": "verify", "rev": rev, "repo": self.repo, "inputs": list(self.recent_inputs),
+                       "baseline": baseline, "budget_s": min(2.0, self.build_timeout / 4)}
             try:
-                reply = await self._control(builder, "verify", {"op": "verify", "rev": rev, "repo": self.repo},
-                                            self.build_timeout)
+                reply = await self._control(builder, "verify", message, self.build_timeout)
             except WorkerFailure as exc:
                 raise await asyncio.to_thread(_name_crash, exc, self.repo, rev) from exc
             verified = time.monotonic()
             if not reply.get("ok"):
                 raise _failure(reply)
             summary: dict[str, Any] = reply["summary"]
+            if check is not None:
+                check(summary)
             while not any(rev in w.loaded for w in self._serving()):
                 todo = [w for w in self._serving() if rev not in w.loaded]
                 if not todo:
@@ -327,8 +414,12 @@ class WorkerPool:
         worker.job = job
         assert worker.stdin is not None
         worker.stdin.write(_frame(job.payload))
+        loop = asyncio.get_running_loop()
+        job.sent_at = loop.time()
+        if job.op == "decide" and self.queue_wait is not None:
+            self.queue_wait.observe(job.sent_at - job.queued_at)
         if job.timeout is not None:
-            worker.timer = asyncio.get_running_loop().call_later(job.timeout, self._overrun, worker, job)
+            worker.timer = loop.call_later(job.timeout, self._overrun, worker, job)
 
     def _next(self, worker: Worker) -> None:
         """Give a free worker its next job: its own control jobs first, then the oldest request it can serve."""
@@ -373,6 +464,8 @@ class WorkerPool:
             reply = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             reply = {"ok": False, "error": {"code": "eval_error", "message": f"the worker answered garbage: {exc}"}}
+        if job is not None and job.op == "decide":
+            self._observe_eval(asyncio.get_running_loop().time() - job.sent_at)
         if job is not None and job.op == "load" and reply.get("ok") and job.rev is not None:
             # Recorded before the worker takes its next job, so it can serve the revision at once.
             worker.loaded.add(job.rev)
@@ -387,6 +480,7 @@ class WorkerPool:
             return
         if job.op == "decide":
             self.timeouts += 1
+            self._observe_eval(job.timeout or self.eval_timeout)
             failure = WorkerFailure("eval_timeout", f"the evaluation did not finish within {job.timeout:g} s; "
                                     "its worker was stopped and replaced (fail closed)")
         else:

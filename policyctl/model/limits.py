@@ -18,9 +18,8 @@ def check_input_shape(value: Any, *, max_depth: int = MAX_INPUT_DEPTH, max_nodes
     100,000-level input cannot exhaust the Python stack; it runs on every decision, so
     scalars are counted with their parent rather than visited.
     """
-    if isinstance(value, dict | list):
-        if _count(value, 1, max_depth) + 1 > max_nodes:
-            raise InputLimitError(f"input has more than {max_nodes} values; split it or trim it")
+    if isinstance(value, dict | list) and _count(value, 1, max_depth) + 1 > max_nodes:
+        raise InputLimitError(f"input has more than {max_nodes} values; split it or trim it")
 
 
 def _count(item: dict[str, Any] | list[Any], depth: int, max_depth: int) -> int:
