@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import signal
-import struct
 import sys
 import time
 from collections import OrderedDict
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -19,30 +17,13 @@ from policyctl.engine.modules import MAIN_PACKAGE, RegoModule
 from policyctl.errors import PolicyCompileError, PolicyctlError
 from policyctl.model import parse_override_header
 from policyctl.repo import Snapshot, snapshot
+from policyctl.workers.child import say_hello, take_pipes
+from policyctl.workers.frames import read_frame, write_frame
 
-HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
 # Inputs remembered (one per rule-index key) to compile the next revision's programs
 # before it goes live, so the first request after a swap does not pay for a compile.
 MAX_SAMPLES = 64
-
-
-def read_frame(stream: IO[bytes]) -> bytes | None:
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(head)
-    if size > MAX_FRAME:
-        raise ValueError(f"frame of {size} bytes")
-    body = stream.read(size)
-    return body if len(body) == size else None
-
-
-def write_frame(fd: int, payload: bytes) -> None:
-    data = memoryview(HEADER.pack(len(payload)) + payload)
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
 
 
 def override_summaries(snap: Snapshot) -> list[dict[str, Any]]:
@@ -288,22 +269,19 @@ def handle(evaluator: Evaluator, op: str | None, message: dict[str, Any]) -> dic
     return {"ok": False, "error": {"code": "bad_request", "message": f"unknown op {op!r}"}}
 
 
-def main() -> int:
-    """`python -m policyctl.gateway.evaluator`: frames in on stdin, answers out on stdout.
+def main(argv: list[str] | None = None) -> int:
+    """`python -m policyctl.gateway.evaluator`: `policyctl.workers` frames in on stdin, answers out on stdout.
 
-    Frames are length-prefixed orjson. Anything else the process prints (a library banner,
-    a stray print) goes to stderr, so it can never corrupt a frame.
+    Anything else the process prints (a library banner, a stray print) goes to stderr, so it
+    can never corrupt a frame.
     """
-    # Ctrl-C in a terminal goes to the gateway, which closes its workers in order.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    stdin = sys.stdin.buffer
+    in_fd, out_fd = take_pipes(keep_stderr=True)
+    stdin = os.fdopen(in_fd, "rb")  # buffered: a small request is one read, not two
     evaluator = Evaluator()
-    write_frame(out_fd, orjson.dumps({"op": "hello", "pid": os.getpid()}))
+    say_hello(out_fd)
     try:
         while True:
-            frame = read_frame(stdin)
+            frame = read_frame(stdin, MAX_FRAME)
             if frame is None:
                 return 0  # the gateway went away
             message = orjson.loads(frame)
@@ -327,4 +305,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,8 +12,10 @@ from typing import Any
 
 import orjson
 
-from policyctl.gateway.evaluator import HEADER, MAX_FRAME
+from policyctl.gateway.evaluator import MAX_FRAME
 from policyctl.gateway.metrics import Histogram
+from policyctl.workers import Backoff, SpawnFailed, death_reason, python_command
+from policyctl.workers.aio import AsyncChild
 
 HELLO_TIMEOUT_S = 60.0
 BUILDER = -1  # the index of the worker that verifies new revisions and never serves
@@ -53,71 +51,34 @@ class Job:
 
 @dataclass(eq=False)
 class Worker:
+    """A serving (or the build) slot's current process, and what the pool knows of it: revisions, jobs."""
+
     index: int
     started_at: float
-    hello: asyncio.Future[None]
-    exited: asyncio.Future[int]
-    transport: asyncio.SubprocessTransport | None = None
-    stdin: asyncio.WriteTransport | None = None
-    pid: int = 0
+    child: AsyncChild
     loaded: set[str] = field(default_factory=set)
     job: Job | None = None
     control: deque[Job] = field(default_factory=deque)
     joined: bool = False
     alive: bool = True
-    killed: bool = False
-    timer: asyncio.TimerHandle | None = None
 
-
-class _Frames(asyncio.SubprocessProtocol):
-    """Cuts the worker's stdout into frames and reports them, and the worker's exit, to the pool.
-
-    A protocol rather than a reader task: a reply is handled in the callback that receives
-    it, without waking a task per frame.
-    """
-
-    def __init__(self, pool: WorkerPool, worker: Worker) -> None:
-        self.pool = pool
-        self.worker = worker
-        self.buffer = bytearray()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != 1:
-            return
-        buffer = self.buffer
-        buffer += data
-        while len(buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer)
-            if size > MAX_FRAME:
-                self.pool._kill(self.worker)
-                return
-            end = HEADER.size + size
-            if len(buffer) < end:
-                return
-            body = bytes(buffer[HEADER.size:end])
-            del buffer[:end]
-            self.pool._on_frame(self.worker, body)
-
-    def process_exited(self) -> None:
-        transport = self.worker.transport
-        code = transport.get_returncode() if transport is not None else None
-        worker = self.worker
-        if not worker.exited.done():
-            worker.exited.set_result(code if code is not None else -1)
-        self.pool._on_exit(worker)
+    @property
+    def pid(self) -> int:
+        return self.child.pid
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "policyctl.gateway.evaluator"]
+    return python_command("policyctl.gateway.evaluator")
 
 
 class WorkerPool:
     """N serving workers and one build worker, a queue of decide jobs, control jobs per worker.
 
     regopy has no timeout and can crash its process (deep input, pathological policies), and
-    threads give it no parallelism; processes give both isolation and cores. The pool talks
-    to each worker over its stdin/stdout with length-prefixed orjson frames, from the event
-    loop, with no thread hand-off on the request path.
+    threads give it no parallelism; processes give both isolation and cores. The processes,
+    frames, deadlines and replacement backoff come from `policyctl.workers`; this pool is the
+    policy: which worker serves which revision, and what a timeout or a death answers. A
+    worker's own sandbox workers are in sessions of their own: they exit when its pipes close.
     """
 
     def __init__(self, size: int, repo: str, *, eval_timeout: float, build_timeout: float,
@@ -150,7 +111,7 @@ class WorkerPool:
         self.last_failure: dict[str, Any] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._recent_deaths: dict[int, list[float]] = {}
+        self._replacement = Backoff()  # per slot: a worker that keeps dying is restarted later and later
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,18 +130,15 @@ class WorkerPool:
             if not job.future.done():
                 job.future.set_exception(WorkerFailure("shutting_down", "the gateway is shutting down"))
         for worker in list(self.workers.values()):
-            if worker.alive and worker.stdin is not None:
-                with contextlib.suppress(Exception):
-                    worker.stdin.write(_frame(orjson.dumps({"op": "exit"})))
-                    worker.stdin.close()
+            if worker.alive:
+                worker.child.say_goodbye(orjson.dumps({"op": "exit"}))
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
         for worker in list(self.workers.values()):
             try:
-                await asyncio.wait_for(asyncio.shield(worker.exited), max(0.05, deadline - time.monotonic()))
+                await asyncio.wait_for(asyncio.shield(worker.child.exited), max(0.05, deadline - time.monotonic()))
             except TimeoutError:
-                self._kill(worker)
-            if worker.transport is not None:
-                worker.transport.close()
+                worker.child.kill()
+            worker.child.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -412,14 +370,12 @@ class WorkerPool:
 
     def _send(self, worker: Worker, job: Job) -> None:
         worker.job = job
-        assert worker.stdin is not None
-        worker.stdin.write(_frame(job.payload))
-        loop = asyncio.get_running_loop()
-        job.sent_at = loop.time()
+        worker.child.send(job.payload)
+        job.sent_at = asyncio.get_running_loop().time()
         if job.op == "decide" and self.queue_wait is not None:
             self.queue_wait.observe(job.sent_at - job.queued_at)
         if job.timeout is not None:
-            worker.timer = loop.call_later(job.timeout, self._overrun, worker, job)
+            worker.child.arm(job.timeout, self._overrun, worker, job)
 
     def _next(self, worker: Worker) -> None:
         """Give a free worker its next job: its own control jobs first, then the oldest request it can serve."""
@@ -450,16 +406,12 @@ class WorkerPool:
         self.idle.append(worker)
 
     def _on_frame(self, worker: Worker, body: bytes) -> None:
-        if not worker.hello.done():
-            worker.hello.set_result(None)
-            return
+        """A reply (the hello was the child's): answer the job in hand and give the worker its next one."""
         if not worker.alive:
             return  # retired: its job was already answered
         job = worker.job
         worker.job = None
-        if worker.timer is not None:
-            worker.timer.cancel()
-            worker.timer = None
+        worker.child.disarm()
         try:
             reply = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -499,7 +451,7 @@ class WorkerPool:
         while not self.closing:
             worker = await self._spawn(index)
             try:
-                await asyncio.wait_for(asyncio.shield(worker.hello), HELLO_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(worker.child.hello), HELLO_TIMEOUT_S)
                 while not self.closing and worker.alive and index != BUILDER:
                     missing = sorted(self.wanted() - worker.loaded)
                     if not missing:
@@ -509,10 +461,10 @@ class WorkerPool:
                                                     self.build_timeout)
                         if not reply.get("ok"):
                             raise WorkerFailure("load_failed", str((reply.get("error") or {}).get("message")))
-            except (WorkerFailure, TimeoutError, OSError) as exc:
+            except (WorkerFailure, SpawnFailed, TimeoutError, OSError) as exc:
                 self.last_failure = {"code": "worker_start_failed", "message": str(exc), "at": time.time()}
                 self._retire(worker, "start_failed", replace=False)
-                await asyncio.sleep(self._backoff(index))
+                await asyncio.sleep(self._replacement.delay(index))
                 continue
             if worker.alive and not self.closing:
                 worker.joined = True
@@ -520,30 +472,19 @@ class WorkerPool:
             return
 
     async def _spawn(self, index: int) -> Worker:
-        loop = asyncio.get_running_loop()
-        worker = Worker(index, time.monotonic(), loop.create_future(), loop.create_future())
+        worker: Worker
+        child = AsyncChild(lambda body: self._on_frame(worker, body), lambda code: self._on_exit(worker, code),
+                           max_frame=MAX_FRAME)
+        worker = Worker(index, time.monotonic(), child)
         self.workers[index] = worker
-        transport, _ = await loop.subprocess_exec(
-            lambda: _Frames(self, worker), *self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=None, start_new_session=True)  # its own group: signals to the gateway never reach it
-        worker.transport = transport
-        worker.pid = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        worker.stdin = stdin
+        await child.start(self.command)
         return worker
 
-    def _on_exit(self, worker: Worker) -> None:
+    def _on_exit(self, worker: Worker, code: int) -> None:
         """The worker process ended; unless we retired it, it crashed (or was killed from outside)."""
-        if worker.transport is not None:
-            worker.transport.close()
-        code = worker.exited.result()
-        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        if not worker.hello.done():
-            worker.hello.set_exception(WorkerFailure("worker_start_failed", f"the worker exited at start ({why})"))
-            worker.hello.exception()  # retrieved here: nobody may be waiting any more
         if not worker.alive:
             return
+        why = death_reason(code)
         self.crashes += 1
         self.last_failure = {"code": "worker_crashed", "message": f"an evaluation worker died ({why})",
                              "at": time.time()}
@@ -555,10 +496,8 @@ class WorkerPool:
         worker.joined = False
         if worker in self.idle:
             self.idle.remove(worker)
-        if worker.timer is not None:
-            worker.timer.cancel()
-            worker.timer = None
-        self._kill(worker)
+        worker.child.disarm()
+        worker.child.kill()
         jobs = ([worker.job] if worker.job is not None else []) + list(worker.control)
         worker.job = None
         worker.control.clear()
@@ -568,26 +507,12 @@ class WorkerPool:
                 job.future.set_exception(WorkerFailure(code, why or "the worker was replaced before it answered"))
         if replace and not self.closing:
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
-            self._recent_deaths.setdefault(worker.index, []).append(time.monotonic())
+            self._replacement.died(worker.index)
             self._track(asyncio.ensure_future(self._replace(worker.index)))
 
     async def _replace(self, index: int) -> None:
-        await asyncio.sleep(self._backoff(index))
+        await asyncio.sleep(self._replacement.delay(index))
         await self._bring_up(index)
-
-    def _backoff(self, index: int) -> float:
-        """No delay for a rare death; up to 5 s when a worker keeps dying (a crash loop)."""
-        now = time.monotonic()
-        deaths = [t for t in self._recent_deaths.get(index, []) if now - t < 30]
-        self._recent_deaths[index] = deaths
-        return 0.0 if len(deaths) <= 2 else min(5.0, 0.1 * 2 ** (len(deaths) - 2))
-
-    def _kill(self, worker: Worker) -> None:
-        """SIGKILL the worker's process group; its sandbox workers exit when their pipes close."""
-        if worker.pid and not worker.killed:
-            worker.killed = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(worker.pid, signal.SIGKILL)
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
@@ -632,10 +557,6 @@ def _failure(reply: dict[str, Any]) -> WorkerFailure:
     error = reply.get("error") or {}
     return WorkerFailure(str(error.get("code", "revision_invalid")), str(error.get("message", "")),
                          error.get("problems") or [])
-
-
-def _frame(payload: bytes) -> bytes:
-    return HEADER.pack(len(payload)) + payload
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -12,9 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,6 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,31 +33,14 @@ from policyctl.sandbox.errors import (
     SandboxUnavailable,
 )
 from policyctl.sandbox.limits import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS, WorkerLimits
-from policyctl.sandbox.worker import HEADER
+from policyctl.workers import Backoff, ChildGone, Expired, SpawnFailed, encode, python_command
+from policyctl.workers.sync import Child
 
 log = logging.getLogger("policyctl.sandbox")
 
 SPAWN_TIMEOUT_S = 10.0
-
-# `-I` (isolated: no PYTHONPATH, no user site, no current directory on sys.path) with an empty
-# environment; the directory holding this policyctl is appended, not prepended, so a checkout
-# that is not installed still works and nothing in it can shadow an installed module.
-_BOOT = ("import sys; sys.path.append(sys.argv.pop(1)); "
-         "from policyctl.sandbox.worker import main; sys.exit(main(sys.argv))")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 ACQUIRE_TIMEOUT_S = 5.0
-
-
-class _WorkerGone(Exception):
-    """The worker's pipe closed; `before_request` says whether the request was never delivered."""
-
-    def __init__(self, before_request: bool) -> None:
-        super().__init__("worker gone")
-        self.before_request = before_request
-
-
-class _Expired(Exception):
-    """The deadline passed while waiting on a pipe."""
+WORKER_MODULE = "policyctl.sandbox.worker"
 
 
 @dataclass
@@ -73,136 +53,31 @@ class RunOutcome:
     worker_pid: int
 
 
-class Worker:
-    """One worker process and the parent's ends of its pipes."""
+class Worker(Child):
+    """One sandbox worker: a `policyctl.workers` child that takes (script, input) requests and counts its runs."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self.proc = proc
-        self.pid = proc.pid
-        self.wfd = proc.stdin.fileno()
-        self.rfd = proc.stdout.fileno()
-        os.set_blocking(self.wfd, False)
-        os.set_blocking(self.rfd, False)
+    def __init__(self, proc: subprocess.Popen[bytes], max_frame: int) -> None:
+        super().__init__(proc, max_frame)
         self.runs = 0
 
     @classmethod
-    def spawn(cls, limits: WorkerLimits, workdir: str, timeout_s: float = SPAWN_TIMEOUT_S) -> Worker:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, orjson.dumps(limits.to_dict()).decode()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=workdir, env={}, close_fds=True, start_new_session=True, bufsize=0,
-        )
-        worker = cls(proc)
+    def start(cls, limits: WorkerLimits, workdir: str, timeout_s: float = SPAWN_TIMEOUT_S) -> Worker:
+        """A ready worker, isolated (`python -I`, an empty environment, `workdir`), limits set on itself."""
+        command = python_command(WORKER_MODULE, orjson.dumps(limits.to_dict()).decode(), isolated=True)
         try:
-            ready = orjson.loads(worker._read_frame(time.monotonic() + timeout_s))
-            if not isinstance(ready, dict) or not ready.get("ready"):
-                raise _WorkerGone(True)
-        except (_Expired, _WorkerGone, orjson.JSONDecodeError) as exc:
-            worker.kill()
-            worker.reap()
-            raise SandboxUnavailable(f"a sandbox worker did not start ({type(exc).__name__.strip('_')}, "
-                                     f"exit {proc.returncode}); `{sys.executable} -I -c 'import "
-                                     "policyctl.sandbox.worker'` shows why") from None
-        return worker
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+            return cls.spawn(command, max_frame=MAX_FRAME_BYTES, timeout_s=timeout_s, cwd=workdir, env={})
+        except SpawnFailed as exc:
+            raise SandboxUnavailable(f"a sandbox worker did not start ({exc}); `{sys.executable} -I -c 'import "
+                                     f"{WORKER_MODULE}'` shows why") from None
 
     def call(self, meta: bytes, payload: bytes, deadline: float) -> dict[str, Any]:
+        """One run; Expired or ChildGone (`before_request` when it never got the request) for the pool to judge."""
         self.runs += 1
-        try:
-            self._write(HEADER.pack(len(meta)) + meta + HEADER.pack(len(payload)) + payload, deadline)
-        except _WorkerGone:
-            raise _WorkerGone(True) from None
-        response = orjson.loads(self._read_frame(deadline))
+        self.send(encode(meta) + encode(payload), deadline)
+        response = orjson.loads(self.receive(deadline))
         if not isinstance(response, dict):
-            raise _WorkerGone(False)
+            raise ChildGone(False)
         return response
-
-    def _write(self, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
-        poller = select.poll()
-        poller.register(self.wfd, select.POLLOUT)
-        while view:
-            try:
-                written = os.write(self.wfd, view)
-            except BlockingIOError:
-                written = 0
-            except (BrokenPipeError, OSError):
-                raise _WorkerGone(True) from None
-            view = view[written:]
-            if view:
-                self._wait(poller, deadline)
-
-    def _read_frame(self, deadline: float) -> bytes:
-        head = self._read_exactly(HEADER.size, deadline)
-        (size,) = HEADER.unpack(head)
-        if size > MAX_FRAME_BYTES:
-            raise _WorkerGone(False)
-        return self._read_exactly(size, deadline)
-
-    def _read_exactly(self, n: int, deadline: float) -> bytes:
-        chunks: list[bytes] = []
-        poller = select.poll()
-        poller.register(self.rfd, select.POLLIN)
-        while n:
-            try:
-                chunk = os.read(self.rfd, min(n, 1 << 20))
-            except BlockingIOError:
-                self._wait(poller, deadline)
-                continue
-            except OSError:
-                raise _WorkerGone(False) from None
-            if not chunk:
-                raise _WorkerGone(False)
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
-
-    @staticmethod
-    def _wait(poller: select.poll, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Expired()
-        with contextlib.suppress(InterruptedError):
-            poller.poll(max(1, int(remaining * 1000 + 0.999)))
-
-    def kill(self) -> None:
-        """SIGKILL the worker's process group (it is its own session leader), now."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-
-    def reap(self) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self.close_pipes()
-
-    def close_pipes(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-    def death(self) -> str:
-        """Why the worker exited, for the error message."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=0.2)
-        code = self.proc.returncode
-        if code is None:
-            return "stopped answering"
-        if code < 0:
-            sig = -code
-            if sig == signal.SIGXCPU:
-                return "CPU time limit (SIGXCPU)"
-            if sig == signal.SIGXFSZ:
-                return "file size limit (SIGXFSZ)"
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(sig).name}"
-            return f"killed by signal {sig}"
-        return f"exited with status {code}"
 
 
 def default_size() -> int:
@@ -231,6 +106,9 @@ class WorkerPool:
                                           "killed": 0, "spawn_failures": 0}
         self._spawn_ms: deque[float] = deque(maxlen=64)
         self.last_spawn_error: str | None = None
+        # Only failed starts count: a worker killed on a deadline or by its limits is replaced at
+        # once (a hostile script must not make the next caller wait), one that cannot start is not.
+        self._backoff = Backoff(free=0, base_s=0.25)
         _POOLS.add(self)
         if prewarm:
             with self._cond:
@@ -259,13 +137,13 @@ class WorkerPool:
             deadline = started + timeout_s if overall is None else min(started + timeout_s, overall)
             try:
                 response = worker.call(meta, payload, deadline)
-            except _Expired:
+            except Expired:
                 self._discard(worker, "timeout")
                 self._count("timeouts")
                 self._count("failed")
                 raise SandboxTimeout(f"no answer within {(deadline - started) * 1000:.0f} ms; the worker was killed",
                                      file=file) from None
-            except _WorkerGone as gone:
+            except ChildGone as gone:
                 why = worker.death()
                 self._discard(worker, why)
                 if gone.before_request and attempt == 1:
@@ -409,17 +287,21 @@ class WorkerPool:
                          daemon=True).start()
 
     def _spawn_one(self, workdir: str) -> None:
+        with self._cond:
+            delay = self._backoff.delay()
+        if delay:
+            time.sleep(delay)  # holding the slot: do not spin if workers cannot start at all
         started = time.monotonic()
         try:
-            worker = Worker.spawn(self.limits, workdir)
+            worker = Worker.start(self.limits, workdir)
         except (SandboxError, OSError) as exc:
             with self._cond:
                 self._starting -= 1
                 self._counters["spawn_failures"] += 1
+                self._backoff.died()
                 self.last_spawn_error = str(exc)
                 self._cond.notify_all()
             log.warning("sandbox worker did not start: %s", exc)
-            time.sleep(0.5)  # do not spin if workers cannot start at all
             return
         with self._cond:
             self._starting -= 1

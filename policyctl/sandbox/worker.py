@@ -1,11 +1,11 @@
 """The third wall: a worker process that runs override scripts under resource limits, one at a time.
 
-Started by the pool as `python -I -c <boot> ROOT LIMITS_JSON` (see pool.py) with an empty
-environment, an empty working directory, its own session (so the parent can kill the
-whole process group) and no descriptors but its two pipes. It imports only the sandbox
+Started by the pool under `python -I` (`policyctl.workers.python_command(..., isolated=True)`)
+with its limits as JSON, an empty environment, an empty working directory, its own session
+(so the parent can kill the whole process group) and no descriptors but its two pipes. It imports only the sandbox
 (RestrictedPython, orjson), never the engine, then limits itself and says it is ready.
 
-Protocol, on the pipes: frames of a 4-byte big-endian length and a body. Request: a JSON
+Protocol, on the pipes: `policyctl.workers` frames, after its hello. Request: a JSON
 frame `{"source", "file"}` then a frame with the input as JSON. Response: one JSON frame
 `{"ok": true, "result", "printed"}` or `{"ok": false, "kind", "message", "file", "line",
 "printed", "retire"}`. The parent enforces the deadline by killing the worker.
@@ -16,10 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import resource
-import signal
-import struct
 import sys
 from typing import Any
 
@@ -30,40 +27,8 @@ from policyctl.sandbox.errors import KIND_OF, SandboxError
 from policyctl.sandbox.execute import execute
 from policyctl.sandbox.guards import RunContext
 from policyctl.sandbox.limits import MAX_FRAME_BYTES, WorkerLimits
-
-HEADER = struct.Struct(">I")
-
-
-def read_frame(fd: int) -> bytes | None:
-    """One frame from `fd`, or None at end of file (the parent went away)."""
-    head = _read_exactly(fd, HEADER.size)
-    if head is None:
-        return None
-    (size,) = HEADER.unpack(head)
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {size} bytes")
-    body = _read_exactly(fd, size)
-    if body is None:
-        return None
-    return body
-
-
-def _read_exactly(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def write_frame(fd: int, body: bytes) -> None:
-    data = memoryview(HEADER.pack(len(body)) + body)
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+from policyctl.workers.child import say_hello, take_pipes
+from policyctl.workers.frames import read_frame, write_frame
 
 
 def _limit_self(limits: WorkerLimits) -> None:
@@ -119,10 +84,10 @@ def handle(meta_frame: bytes, input_frame: bytes) -> dict[str, Any]:
 def serve(proto_in: int, proto_out: int, limits: WorkerLimits) -> int:
     runs = 0
     while True:
-        meta = read_frame(proto_in)
+        meta = read_frame(proto_in, MAX_FRAME_BYTES)
         if meta is None:
             return 0
-        input_frame = read_frame(proto_in)
+        input_frame = read_frame(proto_in, MAX_FRAME_BYTES)
         if input_frame is None:
             return 0
         if not _arm_cpu(limits):
@@ -146,21 +111,13 @@ def serve(proto_in: int, proto_out: int, limits: WorkerLimits) -> int:
 
 def main(argv: list[str]) -> int:
     limits = WorkerLimits(**orjson.loads(argv[1])) if len(argv) > 1 else WorkerLimits()
-    # The protocol moves to private descriptors; 0, 1 and 2 point at /dev/null, so nothing
-    # that writes to stdout by accident can corrupt a frame.
-    proto_in, proto_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    # Ctrl-C belongs to the parent; it kills workers itself. The worker has its own session anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proto_in, proto_out = take_pipes(keep_stderr=False)
     _limit_self(limits)
     # Everything imported so far is the worker's own: freeze it out of the collector, so the
     # collection after each run only looks at what that run left behind (microseconds).
     gc.collect()
     gc.freeze()
-    write_frame(proto_out, orjson.dumps({"ready": True, "pid": os.getpid()}))
+    say_hello(proto_out)
     try:
         return serve(proto_in, proto_out, limits)
     except (BrokenPipeError, ValueError):
