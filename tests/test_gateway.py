@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import commit_all, git, write
+from prometheus_client.parser import text_string_to_metric_families
 
 from policyctl.cli.main import main
 from policyctl.model import Event
@@ -165,10 +166,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 
 def metric(text: str, name: str) -> float:
-    """The value of one sample line (`name` includes its labels)."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
+    """The value of one sample (`name` includes all its labels, in any order: the exposition sorts them)."""
+    wanted = next(text_string_to_metric_families(name + " 0\n")).samples[0]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == wanted.name and sample.labels == wanted.labels:
+                return float(sample.value)
     raise AssertionError(f"no sample {name} in:\n{text}")
 
 
@@ -220,7 +223,8 @@ def test_a_merge_goes_live_and_broken_commits_never_do(policy_repo: Path, serve:
     metrics = gw.metrics()
     assert metric(metrics, 'policyctl_gateway_reloads_total{result="failed"}') == 1
     assert metric(metrics, "policyctl_gateway_degraded") == 1
-    assert f'policyctl_gateway_last_reload_failure_timestamp_seconds{{revision="{broken}",code="rego_compile_error"' in metrics
+    assert metric(metrics, f'policyctl_gateway_last_reload_failure_timestamp_seconds{{revision="{broken}",'
+                           'code="rego_compile_error"}') > 0
 
     # A commit that compiles but breaks a fixture: not served either.
     (policy_repo / "policies/rules/broken.rego").unlink()

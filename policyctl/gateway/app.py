@@ -25,12 +25,12 @@ from policyctl import __version__
 from policyctl.decide import check_input
 from policyctl.errors import InputLimitError, ValidationError
 from policyctl.gateway.bundles import BUNDLE_PATH, GZIP, BundleService, BundleUnavailable
-from policyctl.gateway.metrics import CONTENT_TYPE
 from policyctl.gateway.security import OPEN_PATHS, bearer_matches
 from policyctl.gateway.service import Gateway, GatewayConfig, Unavailable
 from policyctl.model.schema import load_schema, schema_errors
 
 JSON = "application/json"
+OPENMETRICS = "application/openmetrics-text"
 
 
 class ApiError(Exception):
@@ -282,7 +282,7 @@ async def answer_decide(gateway: Gateway, body: bytes, received: float, timeout:
             retry = str(max(1, round(exc.retry_after))) if exc.retry_after else "1"
             raise ApiError(503, exc.code, exc.message, headers={"Retry-After": retry}) from None
     except ApiError as exc:
-        gateway.errors.inc(str(exc.status), exc.code)
+        gateway.metrics.errors.labels(str(exc.status), exc.code).inc()
         return exc.status, error_body(exc.code, exc.message, exc.path), exc.headers
     return 200, orjson.dumps(decision), None
 
@@ -307,35 +307,40 @@ def create_app(gateway: Gateway) -> FastAPI:
             await bundles.close()
             await gateway.stop()
 
+    access = ("Every path but /healthz, /readyz and /openapi.json needs `Authorization: Bearer <token>` (the "
+              "`bearer` security scheme)." if config.token is not None else
+              "This gateway has no --token-file: it listens on loopback only and no request needs a token.")
     app = FastAPI(title="policyctl gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Decisions from the policies on a git ref, hot-swapped on every merge.")
+                  description=f"Decisions from the policies on a git ref, hot-swapped on every merge. {access}")
     async def fast_decide(body: bytes, received: float, timeout: str | None) -> Answer:
         return await answer_decide(gateway, body, received, timeout)
 
-    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes,
-                       on_refused=lambda status, code: gateway.errors.inc(str(status), code), decide=fast_decide)
-    app.add_middleware(Draining, is_draining=lambda: gateway.draining,  # added last: runs first
-                       on_refused=lambda status, code: gateway.errors.inc(str(status), code))
+    def refused(status: int, code: str) -> None:
+        gateway.metrics.errors.labels(str(status), code).inc()
+
+    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes, on_refused=refused,
+                       decide=fast_decide)
+    app.add_middleware(Draining, is_draining=lambda: gateway.draining, on_refused=refused)  # added last: runs first
 
     def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        gateway.errors.inc(str(exc.status), exc.code)
+        gateway.metrics.errors.labels(str(exc.status), exc.code).inc()
         return Response(error_body(exc.code, exc.message, exc.path), status_code=exc.status, media_type=JSON,
                         headers=exc.headers)
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        gateway.errors.inc(str(exc.status_code), code)
+        gateway.metrics.errors.labels(str(exc.status_code), code).inc()
         return Response(error_body(code, str(exc.detail)), status_code=exc.status_code, media_type=JSON,
                         headers=getattr(exc, "headers", None))
 
     def validation_error(request: Request, exc: Exception) -> Response:
-        gateway.errors.inc("400", "validation_error")
+        gateway.metrics.errors.labels("400", "validation_error").inc()
         return Response(error_body("validation_error", str(exc)[:500]), status_code=400, media_type=JSON)
 
     def internal_error(request: Request, exc: Exception) -> Response:
-        gateway.errors.inc("500", "internal_error")
+        gateway.metrics.errors.labels("500", "internal_error").inc()
         return Response(error_body("internal_error", f"{type(exc).__name__}: {exc}"[:300]), status_code=500,
                         media_type=JSON)
 
@@ -414,11 +419,14 @@ def create_app(gateway: Gateway) -> FastAPI:
             raise ApiError(503, "not_ready", why)
         return Response(b'{"ready":true}', media_type=JSON)
 
-    @app.get("/metrics", summary="Prometheus metrics", tags=["operations"],
-             responses={"200": {"description": "Prometheus text format 0.0.4.",
-                                "content": {"text/plain": {"schema": {"type": "string"}}}}, **AUTH_ERRORS})
-    async def metrics() -> Response:
-        return Response(gateway.registry.render(), media_type=CONTENT_TYPE)
+    @app.get("/metrics", summary="Prometheus metrics", tags=["operations"], response_class=Response,
+             responses={"200": {"description": "The Prometheus text format 0.0.4, or OpenMetrics when Accept "
+                                               "asks for it (as Prometheus does).",
+                                "content": {"text/plain": {"schema": {"type": "string"}},
+                                            OPENMETRICS: {"schema": {"type": "string"}}}}, **AUTH_ERRORS})
+    async def metrics(request: Request) -> Response:
+        body, content_type = gateway.metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     @app.get(BUNDLE_PATH, summary="The active revision as an OPA bundle (docs/bundles.md)", tags=["bundles"],
              response_class=Response,
@@ -450,7 +458,9 @@ def _declare_bearer(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = generate()
             schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "the token of --token-file"}}
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "The token of the gateway's --token-file. A gateway without one listens "
+                                          "on loopback only, needs no token and declares no security."}}
             for path, operations in schema.get("paths", {}).items():
                 if path not in OPEN_PATHS:
                     for operation in operations.values():

@@ -21,7 +21,7 @@ from policyctl.gateway.decision_log import (
     DEFAULT_WINDOW_BYTES,
     DecisionLog,
 )
-from policyctl.gateway.metrics import LATENCY_BUCKETS, SWAP_BUCKETS, Registry
+from policyctl.gateway.metrics import GatewayMetrics, total
 from policyctl.gateway.revisions import RevisionManager
 from policyctl.gateway.workers import WorkerFailure, WorkerPool
 from policyctl.model.limits import MAX_INPUT_BYTES
@@ -82,20 +82,20 @@ class Gateway:
         self.config = config
         self.started_at = time.time()
         self.draining = False  # SIGTERM received: every new request is answered 503 shutting_down
-        self.registry = Registry()
-        self._define_metrics()
+        self.metrics = m = GatewayMetrics()
         # The overrides run in the evaluation workers' sandbox slots, which read the budget from
         # the environment they inherit (as they do the engine): one setting for every slot.
         os.environ[BUDGET_ENV] = str(config.override_budget_ms)
         self.pool = WorkerPool(config.workers, str(config.repo), eval_timeout=config.eval_timeout,
                                build_timeout=config.build_timeout, wanted=self._wanted,
-                               queue_timeout=config.queue_deadline, queue_wait=self.queue_wait)
+                               queue_timeout=config.queue_deadline, queue_wait=m.queue_wait)
         self.revisions = RevisionManager(config.repo, config.ref, self.pool, poll=config.poll, remote=config.remote,
-                                         swap_latency=self.swap_latency, slow_factor=config.slow_factor,
+                                         swap_latency=m.swap_latency, slow_factor=config.slow_factor,
                                          on_slow=config.on_slow, eval_timeout=config.eval_timeout)
         self.log = DecisionLog(config.log_dir, max_bytes=config.log_max_bytes,
                                flush_interval=config.log_flush_interval, window_bytes=config.log_window_bytes,
                                backlog_bytes=config.log_backlog_bytes)
+        m.watch(self)
 
     def _wanted(self) -> set[str]:
         return self.revisions.wanted()
@@ -145,7 +145,7 @@ class Gateway:
             decision = await self.pool.decide(rev.id, input, deadline)
         except WorkerFailure as exc:
             if exc.code in UNAVAILABLE:
-                self.unavailable.inc(exc.code)
+                self.metrics.unavailable.labels(exc.code).inc()
                 raise Unavailable(exc.code, exc.message, exc.retry_after) from None
             decision = error_decision(EvaluationError(exc.message, code=exc.code))
             decision["decision_id"] = uuid.uuid4().hex
@@ -156,8 +156,8 @@ class Gateway:
         elapsed = time.perf_counter() - received
         action = decision.get("action", "deny")
         source = str(decision.get("source", "error"))
-        self.decisions.inc(action, source.split("@", 1)[0])
-        self.latency.observe(elapsed)
+        self.metrics.decisions.labels(action, source.split("@", 1)[0]).inc()
+        self.metrics.latency.observe(elapsed)
         record: dict[str, Any] = {"id": decision["decision_id"], "ts": utc_stamp(now), "input": input,
                                   "decision": decision, "revision": rev.id}
         shadow = decision.get("shadow")
@@ -167,17 +167,17 @@ class Gateway:
             if divergent:
                 record["shadow_divergence"] = divergent
                 for d in divergent:
-                    self.divergences.inc(str(d["rule"]), str(d["action"]), action)
+                    self.metrics.divergences.labels(str(d["rule"]), str(d["action"]), action).inc()
         record["latency_ms"] = round(elapsed * 1e3, 3)
         self.log.decision(record)
         return decision
 
     def outcome(self, decision_id: str, outcome: dict[str, Any]) -> bool:
         joined = self.log.outcome(decision_id, outcome, utc_stamp(time.time()))
-        self.outcomes.inc("joined" if joined else "unknown_decision")
+        self.metrics.outcomes.labels("joined" if joined else "unknown_decision").inc()
         return joined
 
-    # ------------------------------------------------------------------ status and metrics
+    # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         ready, why = self.ready()
@@ -196,106 +196,12 @@ class Gateway:
                         "abandoned": dict(self.pool.abandoned),
                         "last_failure": self.pool.last_failure, "processes": self.pool.describe()},
             "decision_log": self.log.describe(),
-            "decisions": {"total": int(self.decisions.total()),
-                          "shadow_divergences": int(self.divergences.total())},
+            "decisions": {"total": int(total(self.metrics.decisions)),
+                          "shadow_divergences": int(total(self.metrics.divergences))},
             "overrides": {"budget_ms": self.config.override_budget_ms, "quarantined": quarantined},
         }
         _mark_quarantined(status.get("active"), quarantined)
         return status
-
-    def _define_metrics(self) -> None:
-        r = self.registry
-        p = "policyctl_gateway_"
-        self.decisions = r.counter(p + "decisions_total", "Decisions answered, by action and source.",
-                                   ("action", "source"))
-        self.latency = r.histogram(p + "decision_duration_seconds",
-                                   "Time from request received to decision, in seconds.", LATENCY_BUCKETS)
-        self.divergences = r.counter(p + "shadow_divergences_total",
-                                     "Shadow-mode rules whose action differed from the decision.",
-                                     ("rule", "shadow_action", "decided_action"))
-        self.unavailable = r.counter(p + "unavailable_total", "Requests answered 503, by reason.", ("code",))
-        self.errors = r.counter(p + "request_errors_total", "Requests refused, by HTTP status and error code.",
-                                ("status", "code"))
-        self.outcomes = r.counter(p + "outcomes_total", "Outcomes received, by result.", ("result",))
-        self.queue_wait = r.histogram(p + "queue_wait_seconds", "Time a request waited for a free worker.",
-                                      LATENCY_BUCKETS)
-        self.swap_latency = r.histogram(p + "commit_to_serving_seconds",
-                                        "From the ref moving in git to the new revision serving, in seconds.",
-                                        SWAP_BUCKETS)
-
-        def revision_info() -> list[tuple[tuple[str, ...], float]]:
-            active = self.revisions.active
-            return [((active.id, active.subject[:100]), 1)] if active else []
-
-        def head_info() -> list[tuple[tuple[str, ...], float]]:
-            head = self.revisions.head
-            return [((head,), 1)] if head else []
-
-        def last_failure() -> list[tuple[tuple[str, ...], float]]:
-            f = self.revisions.last_error
-            return [((f.revision, f.code, f.message[:200]), f.at)] if f else []
-
-        r.gauge(p + "revision_info", "The revision being served (value 1).", ("revision", "subject"), revision_info)
-        r.gauge(p + "head_info", "The commit the ref points at (value 1).", ("revision",), head_info)
-        r.gauge(p + "revisions_behind", "First-parent commits between the served revision and the head.", (),
-                lambda: [((), float(self.revisions.behind))] if self.revisions.behind is not None else [])
-        r.gauge(p + "degraded", "1 when the head does not build or the ref cannot be read (deleted, repository "
-                "moved or unreadable), and an older revision (or none) is served.", (),
-                lambda: [((), 1.0 if self.revisions.degraded else 0.0)])
-        r.gauge(p + "slow_revision_info", "The head kept out because it evaluates too slowly (value 1), and why.",
-                ("revision", "on_slow", "reason"),
-                lambda: [((f.revision, self.config.on_slow, f.message[:200]), 1.0)
-                         for f in self.revisions.slow.values() if f.revision == self.revisions.head]
-                + [((f.revision, "refuse", f.message[:200]), 1.0) for f in self.revisions.failed.values()
-                   if f.code == "revision_slow" and f.revision == self.revisions.head])
-        r.gauge(p + "slow_revisions_total", "Commits kept out because they evaluate too slowly.", (),
-                lambda: [((), float(self.revisions.slow_refused))], kind="counter")
-        r.gauge(p + "ready", "1 when decisions are being served.", (), lambda: [((), 1.0 if self.ready()[0] else 0.0)])
-        r.gauge(p + "reloads_total", "Revisions built after start, by result.", ("result",),
-                lambda: [((k,), float(v)) for k, v in self.revisions.reloads.items()], kind="counter")
-        r.gauge(p + "last_reload_failure_timestamp_seconds",
-                "When the last commit failed to build, with which commit, code and message.",
-                ("revision", "code", "message"), last_failure)
-        r.gauge(p + "worker_restarts_total", "Evaluation workers replaced, by reason.", ("reason",),
-                lambda: [((k,), float(v)) for k, v in self.pool.restarts.items()], kind="counter")
-        r.gauge(p + "eval_timeouts_total", "Evaluations stopped at the deadline (answered fail-closed).", (),
-                lambda: [((), float(self.pool.timeouts))], kind="counter")
-        r.gauge(p + "workers_ready", "Evaluation workers taking requests.", (), lambda: [((), float(self.pool.alive))])
-        r.gauge(p + "queue_length", "Requests waiting for a free worker.", (),
-                lambda: [((), float(len(self.pool.pending)))])
-        r.gauge(p + "expected_queue_wait_seconds", "The wait admission expects for a request queued now.", (),
-                lambda: [((), self.pool.expected_wait())])
-        r.gauge(p + "eval_mean_seconds", "Running mean of one evaluation in a worker.", (),
-                lambda: [((), self.pool.eval_mean)])
-        r.gauge(p + "overload_refused_total", "Requests refused at once (503 overloaded): expected to wait past "
-                "their deadline.", (), lambda: [((), float(self.pool.refused_early))], kind="counter")
-        r.gauge(p + "abandoned_total", "Requests whose client went away before the answer, by where they were "
-                "(queued ones are never evaluated); none is logged.", ("stage",),
-                lambda: [((k,), float(v)) for k, v in self.pool.abandoned.items()], kind="counter")
-        r.gauge(p + "decision_log_backlog", "Decision-log records queued and not yet written.", (),
-                lambda: [((), float(self.log.backlog))])
-        r.gauge(p + "decision_log_written_total", "Decision-log records written.", (),
-                lambda: [((), float(self.log.written))], kind="counter")
-        r.gauge(p + "decision_log_backlog_bytes", "Bytes of decision-log records queued and not yet written.", (),
-                lambda: [((), float(self.log.backlog_bytes))])
-        r.gauge(p + "outcome_window_bytes", "Bytes of recent decisions held for outcomes to join.", (),
-                lambda: [((), float(self.log.window_bytes))])
-        r.gauge(p + "outcome_window_entries", "Recent decisions held for outcomes to join.", (),
-                lambda: [((), float(self.log.window_entries))])
-        r.gauge(p + "outcome_window_evictions_total", "Decisions evicted from the outcome window (count or bytes "
-                "bound); an outcome for one gets 404.", (), lambda: [((), float(self.log.window_evicted))],
-                kind="counter")
-        r.gauge(p + "decision_log_lost_total", "Decision-log records lost, by reason (never silent).", ("reason",),
-                lambda: [(("backlog_full",), float(self.log.lost_backlog)),
-                         (("write_error",), float(self.log.lost_write))], kind="counter")
-        r.gauge(p + "override_failures_total", "Override runs that failed and were skipped, by code.", ("code",),
-                lambda: [((k,), float(v)) for k, v in sorted(self.pool.override_failures.items())], kind="counter")
-        r.gauge(p + "overrides_quarantined", "Overrides of the served revision skipped until the next one (value 1), "
-                "with the failure that tripped the quarantine.", ("override", "file", "code"),
-                lambda: [((str(q["name"]), str(q["file"]), str(q["code"])), 1.0) for q in self.quarantined_overrides()])
-        r.gauge(p + "fetches_total", "git fetches of --remote, by result.", ("result",),
-                lambda: [((k,), float(v)) for k, v in self.revisions.fetches.items()] if self.config.remote else [],
-                kind="counter")
 
 
 def _mark_quarantined(active: Any, quarantined: list[dict[str, Any]]) -> None:
