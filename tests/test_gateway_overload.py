@@ -130,7 +130,9 @@ def test_a_flood_is_refused_at_once_and_abandoned_requests_are_never_logged(
     write(policy_repo, "policies/rules/slow.rego", slow_rule(250_000))  # ~70 ms per evaluation
     commit_all(policy_repo, "a slow rule for action type slow")
     log_dir = tmp_path / "log"
-    gw = serve(policy_repo, "--poll", "600", "--workers", "2", "--log-dir", str(log_dir))
+    # a long queue bound, so requests do queue and their clients give up while they wait
+    # (the default bound refuses them first: bench/hostile.py measures that)
+    gw = serve(policy_repo, "--poll", "600", "--workers", "2", "--log-dir", str(log_dir), "--max-queue-wait", "5")
     warm = {gw.decide(SLOW)["decision_id"]}  # a first evaluation, so the gateway knows what one costs
 
     results: list[tuple[str, int, float, dict[str, Any], dict[str, str]]] = []

@@ -39,9 +39,9 @@ def gateway() -> None:
               help="Rotate a decision-log file at this size.")
 @click.option("--log-flush", type=click.FloatRange(min=0.01, max=10), default=0.2, show_default=True,
               metavar="SECONDS", help="Write queued decision-log records this often (the most a SIGKILL can lose).")
-@click.option("--log-window-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
+@click.option("--log-window-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
               help="Memory for recent decisions that outcomes join; the oldest are evicted past it.")
-@click.option("--log-backlog-mb", type=click.FloatRange(min=0.01), default=32.0, show_default=True,
+@click.option("--log-backlog-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
               help="Memory for records queued to the log writer; records past it are counted as lost.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Evaluation worker processes [one per CPU].")
@@ -66,6 +66,10 @@ def gateway() -> None:
 @click.option("--queue-deadline", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
               metavar="SECONDS", help="The longest a request waits for a worker; one expected to wait longer (or "
                                       "longer than its X-Request-Timeout) is refused at once with 503 overloaded.")
+@click.option("--max-queue-wait", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
+              metavar="SECONDS", help="Admission: a request expected to wait longer than this for a worker (queue "
+                                      "length x mean evaluation / workers) gets 503 overloaded with Retry-After at "
+                                      "once; the queue absorbs bursts, not sustained overload.")
 @click.option("--bundle-signing-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Sign the OPA bundles of GET /v1/bundles/agentgov.tar.gz with this key (as `bundle build "
                    "--signing-key`).")
@@ -77,10 +81,10 @@ def gateway() -> None:
 def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: float | None,
           token_file: Path | None, log_dir: Path | None, log_max_mb: float, log_flush: float,
           workers: int | None, eval_timeout: float, build_timeout: float, bundle_signing_key: Path | None,
-          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str, log_window_mb: float = 64.0,
-          log_backlog_mb: float = 32.0, queue_deadline: float = 10.0, header_timeout: float = 10.0,
+          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str, log_window_mb: float = 16.0,
+          log_backlog_mb: float = 16.0, queue_deadline: float = 10.0, header_timeout: float = 10.0,
           idle_timeout: int = 30, override_budget_ms: int = 250, slow_factor: float = 5.0,
-          on_slow: str = "degrade") -> int:
+          on_slow: str = "degrade", max_queue_wait: float = 0.05) -> int:
     """Serve decisions from the commits of --ref until SIGTERM or Ctrl-C.
 
     Each commit is read from git objects, compiled and verified against its
@@ -94,6 +98,7 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
     from policyctl.gateway.security import check_bind, load_token
     from policyctl.gateway.service import GatewayConfig
 
+    _return_large_blocks()
     token = load_token(token_file) if token_file else None
     signing = _bundle_signing(bundle_signing_key, bundle_signing_alg, bundle_key_id, bundle_scope)
     check_bind(host, token)
@@ -113,7 +118,26 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
         header_timeout=header_timeout, idle_timeout=idle_timeout)
     config.override_budget_ms = override_budget_ms
     config.slow_factor, config.on_slow = slow_factor, on_slow
+    config.max_queue_wait = max_queue_wait
     return run(config, announce=lambda line: click.echo(line, err=True))
+
+
+def _return_large_blocks() -> None:
+    """Large inputs (up to 256 KiB each) are allocated and freed at the request rate. glibc raises
+    its mmap threshold after such frees, so they land in the heap and its fragments stay
+    resident: a fixed threshold keeps blocks of 128 KiB and more mmapped, returned to the OS on
+    free, so memory comes back after a burst of large inputs (bench/hostile.py, memory)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (glibc); setting it also stops the adjustment
+    except (OSError, AttributeError):
+        return
 
 
 def _bundle_signing(key_file: Path | None, alg: str | None, key_id: str, scope: str) -> BundleSigning | None:

@@ -52,6 +52,7 @@ class GatewayConfig:
     slow_factor: float = 5.0  # a commit evaluating this many times slower than the serving one is kept out
     on_slow: str = "degrade"  # or "refuse": a slow commit is then failed like a broken one
     queue_deadline: float = 10.0  # the longest a request waits for a worker (X-Request-Timeout may shorten it)
+    max_queue_wait: float = 0.05  # admission: the expected queue wait past which a request is refused at once
     build_timeout: float = 60.0
     max_body_bytes: int = MAX_INPUT_BYTES  # the input limit of every other path (README "Data")
     header_timeout: float = 10.0  # a request's headers must arrive within this (slow-header connections)
@@ -88,7 +89,8 @@ class Gateway:
         os.environ[BUDGET_ENV] = str(config.override_budget_ms)
         self.pool = WorkerPool(config.workers, str(config.repo), eval_timeout=config.eval_timeout,
                                build_timeout=config.build_timeout, wanted=self._wanted,
-                               queue_timeout=config.queue_deadline, queue_wait=m.queue_wait)
+                               queue_timeout=config.queue_deadline, queue_wait=m.queue_wait,
+                               max_queue_wait=config.max_queue_wait)
         self.revisions = RevisionManager(config.repo, config.ref, self.pool, poll=config.poll, remote=config.remote,
                                          swap_latency=m.swap_latency, slow_factor=config.slow_factor,
                                          on_slow=config.on_slow, eval_timeout=config.eval_timeout)
@@ -191,6 +193,7 @@ class Gateway:
                         "override_failures": dict(self.pool.override_failures),
                         "restarts": dict(self.pool.restarts), "queued": len(self.pool.pending),
                         "queue_deadline_s": self.config.queue_deadline,
+                        "max_queue_wait_s": self.config.max_queue_wait,
                         "expected_wait_s": round(self.pool.expected_wait(), 4),
                         "eval_mean_s": round(self.pool.eval_mean, 4), "overload_refused": self.pool.refused_early,
                         "abandoned": dict(self.pool.abandoned),

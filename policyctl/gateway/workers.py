@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,8 +24,12 @@ CLOSE_TIMEOUT_S = 5.0
 RECENT_INPUTS = 16  # inputs kept to time a new revision's verification against the serving one
 RECENT_INPUT_MAX_BYTES = 64 * 1024  # larger inputs are not kept: the sample must stay small
 RECENT_INPUT_MAX_EVAL_S = 0.05  # nor slow ones: timing them would stall the next verification
-EVAL_MEAN_WEIGHT = 0.1  # of the newest evaluation in the running mean: recent, yet not one outlier
+EVAL_SAMPLES = 32  # recent evaluations whose median admission expects the next one to take
 
+
+# The most work (expected seconds of waiting) the queue takes on: a decision is on the agent's
+# critical path, so past this a fast 503 with Retry-After beats a slow answer.
+DEFAULT_MAX_QUEUE_WAIT = 0.05
 
 class WorkerFailure(Exception):
     """A job that no worker could finish: timed out, crashed, overloaded or shut down."""
@@ -83,7 +88,8 @@ class WorkerPool:
 
     def __init__(self, size: int, repo: str, *, eval_timeout: float, build_timeout: float,
                  wanted: Callable[[], set[str]], max_queue: int = 2048, queue_timeout: float = 10.0,
-                 command: list[str] | None = None, queue_wait: Histogram | None = None) -> None:
+                 command: list[str] | None = None, queue_wait: Histogram | None = None,
+                 max_queue_wait: float = DEFAULT_MAX_QUEUE_WAIT) -> None:
         self.size = size
         self.repo = repo
         self.eval_timeout = eval_timeout
@@ -91,6 +97,7 @@ class WorkerPool:
         self.wanted = wanted
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
+        self.max_queue_wait = max_queue_wait
         self.command = command or worker_command()
         self.workers: dict[int, Worker] = {}
         self.idle: list[Worker] = []
@@ -102,7 +109,8 @@ class WorkerPool:
         self.overloaded = 0
         self.refused_early = 0  # overloaded answers given at admission, by expected wait
         self.abandoned: dict[str, int] = {"queued": 0, "evaluating": 0}  # clients gone before the answer
-        self.eval_mean = 0.0  # running mean of one evaluation in a worker, seconds (0: none yet)
+        self.eval_mean = 0.0  # typical (median) evaluation in a worker, seconds (0: none yet)
+        self._recent_evals: deque[float] = deque(maxlen=EVAL_SAMPLES)
         self.recent_inputs: deque[dict[str, Any]] = deque(maxlen=RECENT_INPUTS)
         self.queue_wait = queue_wait
         self.override_failures: dict[str, int] = {}
@@ -171,6 +179,14 @@ class WorkerPool:
             raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker; retry later",
                                 retry_after=1.0)
         wait = self.expected_wait()
+        if self.eval_mean > 0 and wait > self.max_queue_wait:
+            # the queue absorbs a burst of this much work; past it every request behind would be
+            # late, so the client is told at once to retry (or go elsewhere)
+            self.overloaded += 1
+            self.refused_early += 1
+            raise WorkerFailure("overloaded", f"{len(self.pending)} requests are waiting for a worker: the expected "
+                                f"wait of {wait:.3f} s is past the queue's bound of {self.max_queue_wait:g} s "
+                                "(--max-queue-wait); retry later", retry_after=max(1.0, wait))
         if self.eval_mean > 0 and wait + self.eval_mean > deadline:
             self.overloaded += 1
             self.refused_early += 1
@@ -223,8 +239,12 @@ class WorkerPool:
             self.pending.remove(job)  # at most max_queue long: cheaper than counting dead entries
 
     def _observe_eval(self, seconds: float) -> None:
-        mean = self.eval_mean
-        self.eval_mean = seconds if mean == 0 else mean + EVAL_MEAN_WEIGHT * (seconds - mean)
+        """The typical evaluation: the median of the last EVAL_SAMPLES. A median, not a mean, so a
+        few outliers (an override running into its deadline before its quarantine) do not make
+        admission refuse the ordinary requests behind them, while a revision that is slow on
+        every input moves it within a few dozen decisions."""
+        self._recent_evals.append(seconds)
+        self.eval_mean = statistics.median(self._recent_evals)
 
     def _note_quarantines(self, rev: str, entries: list[dict[str, Any]]) -> None:
         """Merge what one worker quarantined: each worker's sandbox slot decides for itself, so the
@@ -416,7 +436,9 @@ class WorkerPool:
             reply = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             reply = {"ok": False, "error": {"code": "eval_error", "message": f"the worker answered garbage: {exc}"}}
-        if job is not None and job.op == "decide":
+        if job is not None and job.op == "decide" and "sandbox_timeout" not in (reply.get("override_failures") or {}):
+            # an evaluation spent waiting on an override's deadline says nothing of the next one:
+            # that override is quarantined within two such calls per worker (sandbox/limits.py)
             self._observe_eval(asyncio.get_running_loop().time() - job.sent_at)
         if job is not None and job.op == "load" and reply.get("ok") and job.rev is not None:
             # Recorded before the worker takes its next job, so it can serve the revision at once.
