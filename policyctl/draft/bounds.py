@@ -30,7 +30,9 @@ def nice_threshold(value: float, below: list[float], above: list[float], *, fail
             if lo <= c < hi:
                 return c
         return value
-    found = value
+    # when nothing rounder fits (a gap of a few ulps), the ok side's edge: `value` itself, the
+    # midpoint, may round onto a failure
+    found = value if lo <= value < hi else lo
     for digits in range(1, 16):
         c = _ceil(lo, digits) if failures_above else _floor(hi, digits)
         if not failures_above and c >= hi:
@@ -41,9 +43,7 @@ def nice_threshold(value: float, below: list[float], above: list[float], *, fail
     # Limits in software are as often binary as decimal (2 GiB, 8 MiB, 64 KiB): a power of two in
     # the gap is as round as the decimal found, and the one nearer the ok side covers more.
     powers = [float(2**n) for n in range(4, 64) if lo <= 2**n < hi]
-    candidates = [found, *powers] if lo <= found < hi else powers
-    if not candidates:
-        return value
+    candidates = [found, *powers]
     return min(candidates) if failures_above else max(candidates)
 
 
