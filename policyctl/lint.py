@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from policyctl.decide.checks import CheckReport
 from policyctl.engine.analyze import ModuleAst, Node, first_span, node_kind, parse_ast, ref_chain
 from policyctl.engine.modules import (
     LIB_PREFIX,
@@ -63,23 +64,13 @@ CONSTANTS = ("String", "RawString", "Number", "Bool", "Null")
 
 
 @dataclass
-class LintReport:
-    """The findings of one lint run over a revision."""
+class LintReport(CheckReport):
+    """The findings of one lint run over a revision: a check report of lint's own codes."""
 
-    revision: str | None
-    problems: list[Problem] = field(default_factory=list)
     modules: int = 0
 
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
     def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "ok": not self.errors, "modules": self.modules,
+        return {"revision": self.revision, "ok": self.ok, "modules": self.modules,
                 "problems": [p.to_dict() for p in self.problems]}
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,25 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
 def policy_repo(make_repo: Callable[..., Path]) -> Path:
     """A git repository whose main branch holds this project's policy set."""
     return make_repo()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start `policyctl gateway serve` processes (test_gateway.Served), ready unless told not to;
+    any still running at the end is killed. One fixture for every gateway test file."""
+    from test_gateway import Served
+
+    started: list[Served] = []
+
+    def start(repo: Path, *args: str, token: str | None = None, ready: bool = True) -> Served:
+        gw = Served(repo, tmp_path, *args, token=token)
+        started.append(gw)
+        if ready:
+            gw.ready()
+        return gw
+
+    yield start
+    for gw in started:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait()

@@ -147,24 +147,6 @@ class Served:
             self._err.close()
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def start(repo: Path, *args: str, token: str | None = None, ready: bool = True) -> Served:
-        gw = Served(repo, tmp_path, *args, token=token)
-        started.append(gw)
-        if ready:
-            gw.ready()
-        return gw
-
-    yield start
-    for gw in started:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
-            gw.proc.wait()
-
-
 def metric(text: str, name: str) -> float:
     """The value of one sample (`name` includes all its labels, in any order: the exposition sorts them)."""
     wanted = next(text_string_to_metric_families(name + " 0\n")).samples[0]

@@ -20,24 +20,6 @@ from policyctl.cli.main import main
 from policyctl.model.limits import MAX_INPUT_BYTES
 
 
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """Start `policyctl gateway serve` processes, ready; any still running at the end is killed."""
-    started: list[Served] = []
-
-    def run(repo: Path, *args: str) -> Served:
-        gw = Served(repo, tmp_path, *args)
-        started.append(gw)
-        gw.ready()
-        return gw
-
-    yield run
-    for gw in started:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
-            gw.proc.wait()
-
-
 def host_port(gw: Served) -> tuple[str, int]:
     host, port = gw.url.removeprefix("http://").rsplit(":", 1)
     return host, int(port)
@@ -54,8 +36,8 @@ def post_decide(conn: http.client.HTTPConnection, input: dict[str, Any]) -> tupl
 
 
 def test_a_deleted_branch_degrades_the_gateway_which_keeps_serving_and_recovers(
-        policy_repo: Path, start: Callable[..., Served], capsys: pytest.CaptureFixture[str]) -> None:
-    gw = start(policy_repo, "--workers", "1", "--poll", "0.5")
+        policy_repo: Path, serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]) -> None:
+    gw = serve(policy_repo, "--workers", "1", "--poll", "0.5")
     head = git(policy_repo, "rev-parse", "HEAD")
     gw.serving(head)
     git(policy_repo, "update-ref", "-d", "refs/heads/main")  # the served branch is deleted, HEAD still names it
@@ -85,8 +67,8 @@ def test_a_deleted_branch_degrades_the_gateway_which_keeps_serving_and_recovers(
 
 
 def test_a_moved_repository_degrades_the_gateway_until_it_is_back(policy_repo: Path,
-                                                                  start: Callable[..., Served]) -> None:
-    gw = start(policy_repo, "--workers", "1", "--poll", "0.3")
+                                                                  serve: Callable[..., Served]) -> None:
+    gw = serve(policy_repo, "--workers", "1", "--poll", "0.3")
     head = git(policy_repo, "rev-parse", "HEAD")
     gw.serving(head)
     moved = policy_repo.with_name(policy_repo.name + "-moved")
@@ -105,11 +87,11 @@ def test_a_moved_repository_degrades_the_gateway_until_it_is_back(policy_repo: P
 
 
 def test_sigterm_answers_open_connections_503_drains_in_flight_and_exits_0(policy_repo: Path, tmp_path: Path,
-                                                                          start: Callable[..., Served]) -> None:
+                                                                          serve: Callable[..., Served]) -> None:
     write(policy_repo, "policies/rules/spin.rego", SPIN_RULE)
     commit_all(policy_repo, "a rule that evaluates for seconds")
     log_dir = tmp_path / "log"
-    gw = start(policy_repo, "--workers", "2", "--eval-timeout", "2", "--log-dir", str(log_dir))
+    gw = serve(policy_repo, "--workers", "2", "--eval-timeout", "2", "--log-dir", str(log_dir))
     host, port = host_port(gw)
     keep_alive = http.client.HTTPConnection(host, port, timeout=WAIT_S)
     assert post_decide(keep_alive, CSV_SMB)[0] == 200
@@ -172,8 +154,8 @@ def _closed_after(sock: socket.socket, trickle: bytes, limit: float) -> tuple[fl
     raise AssertionError(f"the connection was still open after {limit} s; received {received!r}")
 
 
-def test_slow_headers_and_idle_connections_are_closed(policy_repo: Path, start: Callable[..., Served]) -> None:
-    gw = start(policy_repo, "--workers", "1", "--header-timeout", "1", "--idle-timeout", "1")
+def test_slow_headers_and_idle_connections_are_closed(policy_repo: Path, serve: Callable[..., Served]) -> None:
+    gw = serve(policy_repo, "--workers", "1", "--header-timeout", "1", "--idle-timeout", "1")
     host, port = host_port(gw)
     request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n" + "X-Pad: " + "a" * 200 + "\r\n\r\n"
 
@@ -216,10 +198,10 @@ def _wait_closed(sock: socket.socket, limit: float) -> tuple[float, bytes]:
 
 
 def test_an_input_over_the_limit_is_refused_on_every_path(policy_repo: Path, tmp_path: Path,
-                                                         start: Callable[..., Served],
+                                                         serve: Callable[..., Served],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     big = {"kind": "action", "action": {"type": "file_share"}, "context": {"blob": "x" * 400_000}}
-    gw = start(policy_repo, "--workers", "1")
+    gw = serve(policy_repo, "--workers", "1")
     response = gw.http.post("/v1/decide", json={"input": big})
     assert response.status_code == 413, response.text
     error = response.json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +15,6 @@ from conftest import commit_all, write
 from test_gateway import Served, log_lines, metric
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """Start `policyctl gateway serve` on the repository and wait until it is ready; kill what is left."""
-    started: list[Served] = []
-
-    def start(repo: Path, *args: str) -> Served:
-        gw = Served(repo, tmp_path, *args)
-        started.append(gw)
-        gw.ready()
-        return gw
-
-    yield start
-    for gw in started:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
-            gw.proc.wait()
 
 
 # either reason keeps a slow commit out: much slower than the serving revision, or near the deadline

@@ -159,35 +159,9 @@ FORBIDDEN = {
 _FORBIDDEN = re.compile(r"(?<![\w.])(" + "|".join(n.replace(".", r"\s*\.\s*") for n in FORBIDDEN) + r")(?![\w])")
 
 
-def _code(text: str) -> str:
-    """The text with comments and string contents blanked (same length, same lines)."""
-    out = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "#":
-            j = text.find("\n", i)
-            j = n if j < 0 else j
-        elif c == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            j += 1
-        elif c == "`":
-            j = text.find("`", i + 1)
-            j = n if j < 0 else j + 1
-        else:
-            out.append(c)
-            i += 1
-            continue
-        out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
-        i = j
-    return "".join(out)
-
-
 def forbidden_calls(file: str, text: str) -> list[Problem]:
     """A problem at each use of a builtin no policy may call (FORBIDDEN)."""
-    code = _code(text)
+    code = _strip(text, blank_strings=True)
     out = []
     for m in _FORBIDDEN.finditer(code):
         if re.search(r"\bwith\s+$", code[max(0, m.start() - 20):m.start()]):
@@ -205,8 +179,12 @@ _HIDE = str.maketrans("{}[]()", "\ue000\ue001\ue002\ue003\ue004\ue005")
 _SHOW = str.maketrans("\ue000\ue001\ue002\ue003\ue004\ue005", "{}[]()")
 
 
-def _strip(text: str) -> str:
-    """Blank out comments and hide brackets inside strings, so bracket matching is exact."""
+def _strip(text: str, *, blank_strings: bool = False) -> str:
+    """Blank out comments and hide brackets inside strings, so bracket matching is exact; with
+    blank_strings, blank string contents too (a name scan of the code). Same length, same lines."""
+    def string(part: str) -> str:
+        return "".join(ch if ch == "\n" else " " for ch in part) if blank_strings else part.translate(_HIDE)
+
     out = []
     i, n = 0, len(text)
     while i < n:
@@ -220,12 +198,12 @@ def _strip(text: str) -> str:
             j = i + 1
             while j < n and text[j] != '"':
                 j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1].translate(_HIDE))
+            out.append(string(text[i:j + 1]))
             i = j + 1
         elif c == "`":
             j = text.find("`", i + 1)
             j = n - 1 if j < 0 else j
-            out.append(text[i:j + 1].translate(_HIDE))
+            out.append(string(text[i:j + 1]))
             i = j + 1
         else:
             out.append(c)
