@@ -14,7 +14,7 @@ import pytest
 from conftest import commit_all, git, write
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from test_gateway import Served, serve  # noqa: F401 - the fixture is used by name
+from test_gateway import Served
 
 from policyctl.cli.main import main
 from policyctl.engine.bundle import BundleVerificationError, file_digest, verify_bundle

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_gateway import Served, serve  # noqa: F401 - the fixture is used by name
+from test_gateway import Served
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "ignored_auth,unsupported_method,missing_required_header,negative_data_rejection")

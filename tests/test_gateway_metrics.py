@@ -14,7 +14,7 @@ from conftest import commit_all, write
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-from test_gateway import BROKEN_RULE, CSV_SMB, PARQUET_SMB, Served, route_to, serve  # noqa: F401 - fixture by name
+from test_gateway import BROKEN_RULE, CSV_SMB, PARQUET_SMB, Served, route_to
 
 SUBJECT = "route parquet to nfs: a subject with spaces"
 BROKEN_SUBJECT = "a rule that does not compile, said in many words"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import commit_all, write
-from test_gateway import CSV_SMB, PARQUET_SMB, Served, metric, serve  # noqa: F401 - the fixture is used by name
+from test_gateway import CSV_SMB, PARQUET_SMB, Served, metric
 
 from policyctl.decide import build_revision
 from policyctl.gateway.status import format_status
