@@ -157,8 +157,9 @@ def test_a_flood_is_refused_at_once_and_abandoned_requests_are_never_logged(
     status = gw.status()["workers"]
     assert status["overload_refused"] >= len(refused) and status["abandoned"]["queued"] > 0
     metrics = gw.metrics()
-    assert metric(metrics, 'policyctl_gateway_abandoned_total{stage="queued"}') == status["abandoned"]["queued"]
-    assert metric(metrics, "policyctl_gateway_overload_refused_total") == status["overload_refused"]
+    # read after the status: a client that left in between may add one more
+    assert metric(metrics, 'policyctl_gateway_abandoned_total{stage="queued"}') >= status["abandoned"]["queued"]
+    assert metric(metrics, "policyctl_gateway_overload_refused_total") >= status["overload_refused"]
     assert metric(metrics, "policyctl_gateway_queue_wait_seconds_count") > 0
     assert metric(metrics, "policyctl_gateway_eval_mean_seconds") > 0
     assert gw.stop() == 0
