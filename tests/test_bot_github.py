@@ -271,3 +271,49 @@ def test_bot_run_on_github_opens_once_then_stays_quiet(remote: tuple[Path, Path]
     assert sorted(fake.pulls) == [1, 2, 3]  # nothing new opened, nothing reopened
     marker = read_marker(fake.pulls[3]["body"])
     assert marker is not None and marker.size == by[3].size
+
+
+def test_an_open_pull_request_whose_replay_stops_passing_gets_a_failing_check(
+        remote: tuple[Path, Path], fake: FakeGitHub, tmp_path: Path) -> None:
+    bare, clone = remote
+    logs = simulate_logs(tmp_path / "logs")
+    forge = forge_for(clone, fake)
+    run = run_bot(clone, [logs["a"]], forge=forge, embedder="tfidf")
+    opened = [a for a in run.actions if a.outcome == "opened"]
+    assert opened
+    # every pull request the bot opens carries its required check, set from the bot's own replay
+    for a in opened:
+        (status,) = fake.statuses[str(a.commit)]
+        assert status["context"] == "policyctl/shadow" and status["state"] == "success"
+        assert status["description"].startswith("policyctl shadow: PASS")
+
+    # main gains a hand-written fixture that pins one of the failing inputs to what main decides today:
+    # the first pull request's rule now breaks a fixture, so its branch no longer passes on main
+    target = opened[0]
+    branch_files = git(bare, "diff", "--name-only", f"main..{target.branch}").splitlines()
+    fixtures_file = next(p for p in branch_files if p.startswith("shadow_fixtures/"))
+    prevent = next(f for f in map(json.loads, git(bare, "show", f"{target.branch}:{fixtures_file}").splitlines())
+                   if f["why"] == "prevent")
+    from policyctl.decide import build_revision
+    from policyctl.repo import snapshot
+    today = build_revision(snapshot(clone, "HEAD"), verify=False).pipeline.decide_dict(prevent["input"])
+    person = tmp_path / "maintainer"
+    git(tmp_path, "clone", "-q", str(bare), str(person))
+    (person / "shadow_fixtures/pinned").mkdir(parents=True)
+    (person / "shadow_fixtures/pinned/today.jsonl").write_text(json.dumps(
+        {"id": "pinned-001", "input": prevent["input"], "expect": {"action": today["action"]}}) + "\n")
+    git(person, "add", "-A")
+    git(person, "-c", "user.name=Maintainer", "-c", "user.email=m@example.com", "commit", "-qm", "pin today")
+    git(person, "push", "-q", "origin", "main")
+
+    tip = git(bare, "rev-parse", str(target.branch))
+    for _ in range(2):  # twice: the check stays failure, the pull request is told once
+        run = run_bot(clone, [logs["a"]], forge=forge, embedder="tfidf")
+        again = next(a for a in run.actions if a.fingerprint == target.fingerprint)
+        assert again.outcome == "not-verified" and "its check is now failure" in again.detail, again.detail
+    states = [st["state"] for st in fake.statuses[tip]]
+    assert states[0] == "success" and states[-1] == "failure"
+    assert "FAIL" in fake.statuses[tip][-1]["description"]
+    stale = [c for c in fake.comments.get(int(str(target.pr)), []) if "policyctl:stale" in c["body"]]
+    assert len(stale) == 1 and "no longer passes its shadow replay on `main`" in stale[0]["body"]
+    assert git(bare, "rev-parse", str(target.branch)) == tip  # nothing pushed over it

@@ -23,7 +23,8 @@ from policyctl.cluster import cluster_logs
 from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence, load_evidence
 from policyctl.draft.llm import DEFAULT_MODEL, AnthropicDrafter, AnthropicError
-from policyctl.draft.metadata import with_region
+from policyctl.bot.body import plain_words, title_for
+from policyctl.draft.metadata import with_drafter, with_region
 from policyctl.errors import PolicyctlError
 from policyctl.model.cluster import Cluster, ClusterReport
 from policyctl.model.draft import Draft
@@ -63,8 +64,9 @@ decisions contains {{
 
 
 def with_cluster_region(rego: str, cluster: Cluster) -> str:
-    """A module as Claude returned it, with the cluster's failure region the drafter adds to its METADATA."""
-    return with_region(rego, region_of_cluster(cluster))
+    """A module as Claude returned it, with what the drafter adds to its METADATA: the cluster's failure
+    region and `drafter: anthropic`."""
+    return with_drafter(with_region(rego, region_of_cluster(cluster)), "anthropic")
 
 
 def answer(rego: str) -> str:
@@ -170,7 +172,9 @@ def test_a_good_answer_is_verified_and_written_as_returned(world: World, base_re
     (d,) = doc["drafts"]
     assert d["verified"] and d["drafter"] == "anthropic" and not d["reasons"]
     cluster = next(c for c in world.clusters.clusters if c.fingerprint == world.fingerprint)
-    assert (out / f"policies/rules/{NAME}.rego").read_text() == with_cluster_region(rego, cluster)
+    written = (out / f"policies/rules/{NAME}.rego").read_text()
+    assert written == with_cluster_region(rego, cluster)
+    assert "#   drafter: anthropic" in written  # so `policyctl check` holds it to the vocabulary as drafted
     assert d["verification"]["holdout"]["prevented"] == d["verification"]["holdout"]["events"] > 0
     assert d["verification"]["collateral"]["changed"] == 0
     assert d["remedy"]["action"] == "route" and d["remedy"]["params"] == {"action": {"protocol": "sftp"}}
@@ -269,6 +273,33 @@ def test_a_draft_that_fails_verification_is_returned_rejected_with_reasons(world
     assert d.reasons[-1] == f"not verified after 2 attempt(s) with {DEFAULT_MODEL}"
     feedback = last_user_text(server, 1)
     assert "successful traffic that must stay as it is" in feedback and '"protocol":"smb"' in feedback
+
+
+def test_a_route_that_rewrites_the_agents_intent_is_rejected_whatever_the_model_says(
+        world: World, case: Case, api: Callable[..., FakeAnthropic]) -> None:
+    # file_type is not a declared alternative of file_share (policyctl.toml): it is what the agent shares
+    rego = module(world.fingerprint).replace('"params": {"action": {"protocol": "sftp"}}',
+                                             '"params": {"action": {"file_type": "csv"}}')
+    api(reply(answer(rego)))
+    d = case.draft(AnthropicDrafter(max_attempts=1))
+    assert isinstance(d, Draft) and not d.verified
+    assert any("route rewrites the agent's intent" in r and "action.file_type" in r for r in d.reasons), d.reasons
+
+
+def test_a_claude_draft_is_titled_and_counted_by_its_own_rego(world: World, case: Case,
+                                                             api: Callable[..., FakeAnthropic]) -> None:
+    api(reply(answer(module(world.fingerprint))))
+    d = case.draft(AnthropicDrafter(max_attempts=1))
+    assert isinstance(d, Draft) and d.verified, getattr(d, "reasons", d)
+    # the title carries the module's conditions as written, not "(always)"
+    assert title_for(d) == ('policyctl: route {"action": {"protocol": "sftp"}} when input.kind == "action" and '
+                            'input.action.type == "file_share" and input.action.file_type == "parquet" and '
+                            'input.action.protocol == "smb"')
+    assert plain_words(d) == "When a parquet file is shared over SMB, route it over protocol sftp."
+    # every failure of the cluster is one the module decides: none is "outside the rule"
+    v = d.verification
+    assert v["residual"] == {"failures": 0, "of": len(case.ev.failures), "examples": []}
+    assert v["match"]["failed"] == len(case.ev.failures) and v["match"]["attempts"] >= v["match"]["failed"]
 
 
 def test_prompts_mask_secrets_and_budgets_stop_the_retries(case: Case, api: Callable[..., FakeAnthropic]) -> None:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyctl import repo as gitrepo
 from policyctl.bot.forge import (
@@ -32,6 +32,9 @@ from policyctl.bot.forge import (
 from policyctl.draft import Drafter
 from policyctl.errors import UsageError
 from policyctl.model.cluster import Cluster
+
+if TYPE_CHECKING:
+    from policyctl.model.shadow import ShadowReport
 
 __all__ = ["BRANCH_PREFIX", "DEFAULT_AUTHOR", "FORGES", "BotRun", "ClusterAction", "Forge", "ForgeConfig",
            "ForgeError", "PullRequest", "make_forge", "parse_identity", "run_bot"]
@@ -172,8 +175,6 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     With `report_dir`, the clusters it computed are written there too (clusters.json and
     clusters.html), so a caller who wants the report does not cluster the logs again.
     """
-    import tempfile
-
     from policyctl.bot.body import BodyContext, pick_samples, render_body, title_for
     from policyctl.bot.evidence import evidence_path, sample_evidence
     from policyctl.bot.state import commented_on, human_marker, ignored_because, inputs_digest
@@ -182,7 +183,6 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     from policyctl.draft.verify import candidate_snapshot
     from policyctl.shadow import replay
     from policyctl.shadow.replay import build_pipeline
-    from policyctl.shadow.sources import resolve_history
 
     say = progress or (lambda _: None)
     identity = parse_identity(author)
@@ -254,12 +254,14 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
             if not act.outcome:
                 act.outcome, act.detail = "not-drafted", "no draft"
             continue
-        if not d.verified:
-            act.outcome, act.detail = "not-verified", "; ".join(d.reasons)
-            continue
         branch = str(act.branch)
         pr = prs.get(fp)
         existing = pr if pr is not None and pr.is_open else None
+        if not d.verified:
+            act.outcome, act.detail = "not-verified", "; ".join(d.reasons)
+            if existing is not None:
+                act.detail += _mark_if_failing(repo, forge, existing, branch, base, base_ref, base_snap, dry_run)
+            continue
         if existing is None and max_prs is not None and open_count >= max_prs:
             act.outcome = "capped"
             act.detail = f"{open_count} bot pull requests are open already (--max-prs {max_prs})"
@@ -293,18 +295,14 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
         say(f"[3/4] replaying {fp}: the whole input logs through {base} and the draft")
         full = replay(base_snap, candidate, logs, jobs=jobs, max_collateral_pct=budget)
         say(f"[3/4] replaying {fp}: fixtures, configured sources and evidence, as CI will")
-        with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
-            history = resolve_history(repo, base_ref, base_snap.config, into=Path(tmp))
-            mine = Path(tmp) / "evidence" / evidence_file
-            mine.parent.mkdir(parents=True, exist_ok=True)
-            mine.write_bytes(files[evidence_file])
-            paths = [p for p in history.paths if history.origins.get(str(p)) != evidence_file] + [mine]
-            report = replay(base_snap, candidate, sorted(paths), jobs=1, max_collateral_pct=budget)
+        report = ci_replay(repo, base_ref, base_snap, candidate, evidence_file, files[evidence_file])
         if full.exit_code or report.exit_code:
             which = full if full.exit_code else report
             act.outcome = "not-verified"
             act.detail = (f"its replay fails ({'the input logs' if which is full else 'fixtures and evidence'}): "
                           f"{which.verdict}; not opened")
+            if existing is not None:
+                act.detail += _mark_if_failing(repo, forge, existing, branch, base, base_ref, base_snap, dry_run)
             continue
         ctx = BodyContext(size=act.size, failures_in_logs=result.failures, samples=pick_samples(events[fp]),
                           report=report, base=base, base_sha=base_sha, branch=branch, logs=[str(p) for p in logs],
@@ -340,6 +338,63 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     result.actions = [actions[c.fingerprint] for c in systemic]
     say(f"[4/4] done: {', '.join(f'{n} {k}' for k, n in sorted(result.counts.items()))}")
     return result
+
+
+def ci_replay(repo: Path, base_ref: str, base_snap: gitrepo.Snapshot, candidate: gitrepo.Snapshot,
+              evidence_file: str, evidence: bytes) -> ShadowReport:
+    """The replay CI runs on a bot branch: its fixtures, the configured log sources and the evidence
+    samples of the base, this branch's evidence in place of any older copy of it."""
+    import tempfile
+
+    from policyctl.shadow import replay
+    from policyctl.shadow.sources import resolve_history
+
+    with tempfile.TemporaryDirectory(prefix="policyctl-history-") as tmp:
+        history = resolve_history(repo, base_ref, base_snap.config, into=Path(tmp))
+        mine = Path(tmp) / "evidence" / evidence_file
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_bytes(evidence)
+        paths = [p for p in history.paths if history.origins.get(str(p)) != evidence_file] + [mine]
+        return replay(base_snap, candidate, sorted(paths), jobs=1,
+                      max_collateral_pct=base_snap.config.budgets.max_collateral_pct)
+
+
+STALE = re.compile(r"<!-- policyctl:stale tip=(?P<sha>[0-9a-f]{40}) -->")
+
+
+def _mark_if_failing(repo: Path, forge: Forge, pr: PullRequest, branch: str, base: str, base_ref: str,
+                     base_snap: gitrepo.Snapshot, dry_run: bool) -> str:
+    """An open bot pull request whose fresh draft failed: replay what its branch holds now, on the
+    current base, as CI would. When that fails too, its `policyctl/shadow` check turns failure (a
+    success set earlier must not stand) and the pull request is told why, once per tip. Returns
+    what to add to the action's detail."""
+    from policyctl.bot.evidence import evidence_path
+
+    tip = forge.branch_tip(branch)
+    if tip is None:
+        return ""
+    changed = gitrepo.commit_changes(repo, tip)
+    files = dict(base_snap.files)
+    for path, data in changed.items():
+        if data is None:
+            files.pop(path, None)
+        else:
+            files[path] = data
+    candidate = gitrepo.Snapshot(revision=None, files=files, blob_ids={}, root=base_snap.root)
+    evidence_file = evidence_path(branch.removeprefix(BRANCH_PREFIX))
+    report = ci_replay(repo, base_ref, base_snap, candidate, evidence_file, changed.get(evidence_file) or b"")
+    if not report.exit_code:
+        return f"; #{pr.number} as it stands still passes its replay on {base}"
+    why = f"FAIL on {base} at {str(base_snap.revision)[:12]}: {report.verdict}"
+    if not dry_run:
+        forge.set_status(tip, state="failure", description=f"policyctl shadow: {why}"[:140])
+        if not any(m.group("sha") == tip for c in forge.comments(pr.number) for m in STALE.finditer(c)):
+            forge.comment(pr.number, f"<!-- policyctl:stale tip={tip} -->\n"
+                          f"This branch no longer passes its shadow replay on `{base}` "
+                          f"({str(base_snap.revision)[:12]}): {report.verdict}. The `policyctl/shadow` check is "
+                          "now failure; do not merge it as it is. The bot could not draft a remedy that verifies "
+                          "for this cluster on the current base and logs; see the bot run's output.")
+    return f"; #{pr.number} replayed at its tip fails too: its check is now failure"
 
 
 def _settled(repo: Path, forge: Forge, pr: PullRequest, branch: str, base_ref: str, email: str,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyctl.bot.state import GROWTH, Marker
+from policyctl.engine.modules import decision_conditions
 from policyctl.model.config import route_fields
 from policyctl.model.draft import Draft
 from policyctl.model.shadow import ShadowReport
@@ -141,8 +142,13 @@ class BodyContext:
 
 
 def rule_conditions(d: Draft) -> str:
-    """The rule's conditions exactly as the module writes them: ` and ` within a body, ` or ` between."""
-    return " or ".join(" and ".join(line for c in body for line in c.rego()) for body in d.bodies) or "(always)"
+    """The rule's conditions exactly as the module writes them: ` and ` within a body, ` or ` between.
+
+    A drafter that writes Rego itself (Claude) has no Condition objects: its conditions are
+    the statements of the module's `decisions contains … if { … }` bodies."""
+    bodies = ([[line for c in body for line in c.rego()] for body in d.bodies] if d.bodies
+              else decision_conditions(d.module_text))
+    return " or ".join(" and ".join(body) for body in bodies if body) or "(always)"
 
 
 def title_for(d: Draft) -> str:
@@ -188,6 +194,8 @@ def _join(parts: list[str]) -> str:
 def plain_words(d: Draft) -> str:
     """The rule as one English sentence: `When a file_share action on a share has …, route it to …`."""
     sentences = []
+    if not d.bodies:  # written as Rego (Claude): its own words for the conditions, else the Rego
+        sentences = [w.rstrip(".") for w in d.conditions_in_words()] or [f"`{rule_conditions(d)}`"]
     for body in d.bodies:
         kind = next((c.value for c in body if c.field == "kind" and c.op == "=="), None)
         atype = next((c.value for c in body if c.field == "action.type" and c.op == "=="), None)

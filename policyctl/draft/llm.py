@@ -24,12 +24,11 @@ from typing import Any
 import anthropic
 from anthropic.types import MessageParam
 
-from policyctl.decide import Pipeline
+from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence, spread
 from policyctl.draft.induce import module_name
-from policyctl.draft.metadata import with_region
+from policyctl.draft.metadata import with_drafter, with_region
 from policyctl.draft.verify import MAX_FIXTURES, in_region, verify
-from policyctl.engine import compile_policy_set
 from policyctl.engine.modules import RULES_PREFIX, parse_module
 from policyctl.errors import PolicyCompileError, PolicyctlError
 from policyctl.model.draft import Draft, Remedy
@@ -419,9 +418,11 @@ class ClaudeDraft(Draft):
 
 
 def _candidate(base_snapshot: Snapshot, path: str, text: str) -> Pipeline:
+    """The base with the module added, built by the one pipeline factory (overrides included)."""
     files = dict(base_snapshot.files)
     files[path] = text.encode()
-    return Pipeline(compile_policy_set(Snapshot(revision=None, files=files, blob_ids={}, root=base_snapshot.root)))
+    return build_revision(Snapshot(revision=None, files=files, blob_ids={}, root=base_snapshot.root),
+                          verify=False).pipeline
 
 
 def _decided_by(decision: dict[str, Any], path: str) -> bool:
@@ -586,7 +587,7 @@ class AnthropicDrafter:
             return _Outcome(None, [parsed + cut])
         path = f"policies/rules/{name}.rego"
         region = region_of_cluster(c)
-        parsed.module = with_region(parsed.module, region)
+        parsed.module = with_drafter(with_region(parsed.module, region), "anthropic")
         module, found = parse_module(path, parsed.module)
         if module is None:
             return _Outcome(None, [str(p) for p in found])

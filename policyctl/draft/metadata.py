@@ -32,3 +32,14 @@ def with_region(module_text: str, region: Region) -> str:
         if line.rstrip() == "# custom:":
             out.extend(region_metadata(region))
     return "\n".join(out)
+
+
+def with_drafter(module_text: str, drafter: str) -> str:
+    """A drafted module whose METADATA says which drafter wrote it (custom.drafter), so `policyctl check`
+    holds it to the vocabulary as a drafted rule, whatever the drafter itself wrote there."""
+    lines = [line for line in module_text.split("\n") if not line.startswith("#   drafter:")]
+    for i, line in enumerate(lines):
+        if line.rstrip() == "# custom:":
+            lines.insert(i + 1, f"#   drafter: {drafter}")
+            break
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from policyctl.decide import Pipeline, build_revision
+from policyctl.decide.checks import check_vocabulary
 from policyctl.draft.data import Evidence
 from policyctl.draft.induce import arbitrate_order
 from policyctl.errors import PolicyCompileError
@@ -80,13 +81,16 @@ def in_region(input: dict[str, Any], cluster: Cluster) -> bool:
 def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft:
     """Fill d.verification and d.verified; the reasons say exactly what failed."""
     v: dict[str, Any] = {}
+    snap = candidate_snapshot(base_snap, [d])
     try:
-        revision = build_revision(candidate_snapshot(base_snap, [d]), verify=True)
+        revision = build_revision(snap, verify=True)
     except PolicyCompileError as exc:
         d.reasons = [str(p) for p in exc.problems[:10]] or [exc.message]
         d.verification = {"compiled": False, "fixtures_passed": False}
         d.verified = False
         return d
+    # Whatever the drafter (a model may write any route): a draft never rewrites the agent's intent.
+    intent = [p for p in check_vocabulary(snap) if p.file == d.module_path and p.severity == "error"]
     cand = revision.pipeline
     v["compiled"] = True
     v["fixtures_passed"] = True
@@ -138,8 +142,14 @@ def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft
             if len(examples) < 3:
                 examples.append({"id": e["id"], "input": inp, "base": b.get("action"), "candidate": c.get("action")})
     ok = len(ev.ok)
+
     def matches(inp: dict[str, Any]) -> bool:
-        return any(all(c.holds(inp) for c in b) for b in d.bodies)
+        if d.bodies:
+            return any(all(c.holds(inp) for c in b) for b in d.bodies)
+        # a module written as Rego (Claude): it matches where the candidate decides by it
+        decision = decide(cand, inp)
+        return decision.get("source") == "policy" and any(
+            isinstance(r, dict) and r.get("file") == d.module_path for r in decision.get("reasons") or [])
 
     residual = [e for e in ev.failures if not matches(e["input"])]
     ok_matching = sum(1 for e in ev.ok if matches(e["input"]))
@@ -167,6 +177,7 @@ def verify(d: Draft, ev: Evidence, base_snap: Snapshot, base: Pipeline) -> Draft
     if ok and changed / ok > max_collateral:
         reasons.append(f"changes {changed} of {ok} ok events outside the failure region ({100 * changed / ok:.2f}%), "
                        f"over the {100 * max_collateral:g}% budget")
+    reasons += [f"{p.where}: {p.message}" for p in intent]
     d.reasons = reasons
     d.verified = not reasons
     return d

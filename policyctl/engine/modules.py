@@ -240,7 +240,23 @@ def decision_bodies(text: str) -> list[Constraints] | None:
     clean = _strip(text)
     if re.search(r"\bwith\s+input\b", clean) or re.search(r"^decisions\s*(:=|=|\[|contains\s+\w+\s*$)", clean, re.M):
         return None
-    bodies: list[Constraints] = []
+    texts = _decision_body_texts(clean)
+    return [_constraints(body) for body in texts] if texts else None
+
+
+def decision_conditions(text: str) -> list[list[str]]:
+    """The statements of each `decisions contains … if { … }` body, as written (comments dropped):
+    what a rule's conditions are when no drafter's conditions describe them."""
+    out = []
+    for body in _decision_body_texts(_strip(text)) or []:
+        statements = [s.strip().translate(_SHOW) for line in body.split("\n") for s in line.split(";")]
+        out.append([s for s in statements if s])
+    return out
+
+
+def _decision_body_texts(clean: str) -> list[str] | None:
+    """The text of each `decisions contains` rule's body in a stripped module, or None if one cannot be cut."""
+    bodies: list[str] = []
     for m in re.finditer(r"^decisions\s+contains\b", clean, re.M):
         i = m.end()
         # skip the head term (which may hold braces) to the `if` at depth 0
@@ -262,11 +278,10 @@ def decision_bodies(text: str) -> list[Constraints] | None:
             end = _closing(clean, at)
             if end < 0:
                 return None
-            body = clean[at + 1:end]
+            bodies.append(clean[at + 1:end])
         else:
-            body = rest.split("\n", 1)[0]
-        bodies.append(_constraints(body))
-    return bodies if bodies else None
+            bodies.append(rest.split("\n", 1)[0])
+    return bodies
 
 
 @dataclass(frozen=True)
