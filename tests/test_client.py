@@ -1,4 +1,5 @@
-"""policyctl.client against a real `policyctl gateway serve` process, and against a real tiny server that sheds."""
+"""policyctl.client against a real `policyctl gateway serve` process (stopped, overloaded, token refused), and
+against a real tiny server that sheds in the shapes a real gateway does not produce on demand."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import PROJECT, commit_all, git, write
 from test_gateway import PARQUET_SMB as _PARQUET_SMB
@@ -272,7 +274,144 @@ def test_a_stopped_gateway_is_retried_then_denied_unless_the_call_fails_open(rep
         assert not client.ready()
 
 
-# --------------------------------------------------------------------------- overload
+# --------------------------------------------------------------------------- overload: the real gateway
+
+# An evaluation whose cost the input chooses: n × n iterations (about 0.5 µs each on Regorus), so
+# a few cheap ones set the gateway's typical evaluation and one dear one holds its only worker.
+COSTLY_RULE = """# METADATA
+# title: Costly
+# description: n x n iterations, reached only by action type costly
+# custom:
+#   mode: enforce
+package agentgov.rules.costly
+
+import rego.v1
+
+decisions contains {"id": "costly", "action": "deny", "params": {}, "message": "costly"} if {
+\tinput.kind == "action"
+\tinput.action.type == "costly"
+\tcount([1 | some i in numbers.range(1, input.action.n); some j in numbers.range(1, input.action.n); i * j < 0]) == 0
+}
+"""
+CHEAP, DEAR = 300, 2200  # about 45 ms; about 2.5 s
+
+
+def costly(n: int) -> dict[str, Any]:
+    return action_input("costly", agent="batch-1", role="etl", n=n)
+
+
+@pytest.fixture
+def overloadable(policy_repo: Path, serve: Callable[..., Served]) -> Served:
+    """A gateway with one worker and a queue that holds nothing: while the worker evaluates, every
+    other request is refused at once (503 overloaded, Retry-After: 1), as in a flood."""
+    write(policy_repo, "policies/rules/costly.rego", COSTLY_RULE)
+    commit_all(policy_repo, "a rule whose cost the input chooses")
+    # Regorus: regopy answers this rule with an eval_error, at once; the dear evaluation must fit
+    # the evaluation deadline with room to spare
+    gw = serve(policy_repo, "--engine", "regorus", "--workers", "1", "--max-queue-wait", "0.001",
+               "--eval-timeout", "20", "--poll", "600")
+    for _ in range(5):  # the typical evaluation (the median) is a cheap one: Retry-After stays 1 s
+        assert gw.decide(costly(CHEAP))["action"] == "deny"
+    return gw
+
+
+class Busy:
+    """One dear evaluation on the gateway's only worker, from another thread, until `join()`."""
+
+    def __init__(self, gw: Served) -> None:
+        self.answer: httpx.Response | None = None
+        self.thread = threading.Thread(target=self._ask, args=(gw.url,))
+        self.thread.start()
+        gw.wait_until(lambda: any(p["busy"] for p in gw.status()["workers"]["processes"] if p["role"] == "serve"),
+                      "the worker busy with the dear evaluation")
+        self.since = time.monotonic()
+
+    def _ask(self, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=WAIT_S, trust_env=False) as http:
+            self.answer = http.post("/v1/decide", json={"input": costly(DEAR)})
+
+    def join(self) -> None:
+        self.thread.join(WAIT_S)
+        assert self.answer is not None and self.answer.status_code == 200, self.answer
+
+
+class Answers:
+    """Every answer a client's httpx transport received: when, its status and its Retry-After."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, int, str | None]] = []
+
+    def http(self) -> httpx.Client:
+        def note(response: httpx.Response) -> None:
+            self.seen.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))
+        return httpx.Client(trust_env=False, event_hooks={"response": [note]})
+
+    @property
+    def statuses(self) -> list[int]:
+        return [status for _, status, _ in self.seen]
+
+    def waits_honoured(self) -> bool:
+        """Each retry came no sooner than the Retry-After of the 503 before it."""
+        pairs = zip(self.seen, self.seen[1:], strict=False)
+        return all(after is not None and t1 - t0 >= float(after) - 0.05 for (t0, _, after), (t1, _, _) in pairs)
+
+
+def test_an_overloaded_gateway_is_retried_after_its_retry_after_then_decides(overloadable: Served) -> None:
+    answers = Answers()
+    with answers.http() as http, GatewayClient(overloadable.url, http=http,
+                                               retry=RetryPolicy(attempts=8, deadline=WAIT_S)) as client:
+        busy = Busy(overloadable)
+        decision = client.decide(CSV_SMB)
+        busy.join()
+    # the gateway's own decision, once its worker was free, not one the client made up
+    assert decision.action == "allow" and decision.source == "default" and decision.decision_id
+    assert answers.statuses[0] == 503 and answers.statuses[-1] == 200, answers.seen
+    assert set(answers.statuses[:-1]) == {503} and all(after == "1" for _, _, after in answers.seen[:-1])
+    assert answers.waits_honoured(), answers.seen
+    assert overloadable.status()["workers"]["overload_refused"] >= len(answers.statuses) - 1
+
+
+def test_an_overloaded_gateway_fails_closed_and_open_only_when_a_call_asks(overloadable: Served) -> None:
+    once, patient = Answers(), Answers()
+    with once.http() as http1, patient.http() as http2, \
+            GatewayClient(overloadable.url, http=http1, retry=RetryPolicy(attempts=1)) as client, \
+            GatewayClient(overloadable.url, http=http2, retry=RetryPolicy(attempts=5, deadline=1.5)) as retrying:
+        busy = Busy(overloadable)
+        opened = client.decide(CSV_SMB, fail_open=True)
+        closed = client.decide(CSV_SMB)  # failing open was that call's choice, not the client's
+        with pytest.raises(Denied) as denied, client.guard(CSV_SMB):
+            raise AssertionError("no decision, no action")
+        with client.guard(CSV_SMB, fail_open=True) as g:
+            assert g.allowed and g.decision.source == "client_error"
+        # Retry-After: 1 twice, and a third wait would end past the 1.5 s deadline: it gives up
+        started = time.monotonic()
+        late = retrying.decide(CSV_SMB)
+        gave_up = time.monotonic() - started
+        assert time.monotonic() < busy.since + 2.0  # all of it while the worker was still busy
+        busy.join()
+
+    assert once.statuses == [503] * 4  # one attempt per call, each refused at once
+    assert opened.action == "allow" and opened.source == "client_error"
+    for decision in (closed, late):
+        assert decision.action == "deny" and decision.source == "client_error" and decision.decision_id is None
+        assert decision.error is not None and decision.error["code"] == "overloaded"
+        assert f"{overloadable.url}/v1/decide: 503 overloaded" in decision.error["message"]
+        assert "--max-queue-wait" in decision.error["message"]  # the gateway's own reason
+    assert opened.error == closed.error
+    assert str(denied.value).startswith("the gateway gave no decision (overloaded: ")
+    assert str(denied.value).endswith("failing closed")
+    assert patient.statuses == [503, 503] and patient.waits_honoured(), patient.seen
+    assert 1.0 <= gave_up < 1.5
+    # the gateway is itself again: the same client decides
+    with GatewayClient(overloadable.url, retry=QUICK) as client:
+        assert client.decide(CSV_SMB).source == "default"
+
+
+# --------------------------------------------------------------------------- overload: shapes on demand
+# A real tiny server that sheds exactly as told: no Retry-After at all, a Retry-After past the
+# deadline, an exact count of refusals for the async client. The real gateway always sends its
+# own estimate (at least 1 s) and refuses by timing, so these shapes are tested here; retrying
+# after its Retry-After is tested against the gateway itself, above.
 
 
 class Shedding:
@@ -326,16 +465,6 @@ def shedding() -> Iterator[type[Shedding]]:
     yield Started
     for server in started:
         server.close()
-
-
-def test_503_is_retried_after_the_retry_after_it_asks_for(shedding: type[Shedding]) -> None:
-    server = shedding(shed=2, retry_after="1")
-    with GatewayClient(server.url, retry=RetryPolicy(attempts=4, deadline=WAIT_S)) as client:
-        decision = client.decide(CSV_SMB)
-    assert decision.action == "allow" and decision.decision_id == "d-1"
-    assert len(server.arrivals) == 3
-    gaps = [b - a for a, b in zip(server.arrivals, server.arrivals[1:], strict=False)]
-    assert all(gap >= 0.95 for gap in gaps), gaps  # Retry-After: 1 was honoured each time
 
 
 def test_503_past_the_attempts_or_the_deadline_fails_closed(shedding: type[Shedding]) -> None:

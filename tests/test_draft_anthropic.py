@@ -18,12 +18,12 @@ import pytest
 from conftest import PROJECT, commit_all, git
 from fake_anthropic import FakeAnthropic, error, reply, stall
 
+from policyctl.bot.body import plain_words, title_for
 from policyctl.cli.main import main
 from policyctl.cluster import cluster_logs
 from policyctl.decide import Pipeline, build_revision
 from policyctl.draft.data import Evidence, load_evidence
 from policyctl.draft.llm import DEFAULT_MODEL, AnthropicDrafter, AnthropicError
-from policyctl.bot.body import plain_words, title_for
 from policyctl.draft.metadata import with_drafter, with_region
 from policyctl.errors import PolicyctlError
 from policyctl.model.cluster import Cluster, ClusterReport

@@ -160,7 +160,8 @@ def test_a_csv_with_multiline_and_empty_messages_clusters_without_crashing(tmp_p
     assert doc["totals"]["failures"] == 20
 
 
-def test_an_unreadable_input_exits_1_with_the_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreadable_input_exits_1_with_the_counts(policy_repo: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from policyctl.cli.main import main
 
     path = tmp_path / "junk.jsonl"
@@ -168,7 +169,12 @@ def test_an_unreadable_input_exits_1_with_the_counts(tmp_path: Path, capsys: pyt
     assert main(["cluster", str(path), "--embedder", "tfidf"]) == 1
     err = capsys.readouterr().err
     assert "nothing readable" in err and "bad_json 1" in err and "not_an_event 1" in err
-    assert main(["shadow", "--repo", str(tmp_path), "--base", "HEAD", "--logs", str(path)]) in (1, 2)
+    # a real policy repository: the exit is the unreadable log's, not a missing repository's
+    code = main(["shadow", "--repo", str(policy_repo), "--base", "HEAD", "--candidate", "HEAD", "--logs", str(path)])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    assert f"Error: nothing readable in {path}: " in captured.err
+    assert "bad_json 1" in captured.err and "not_an_event 1" in captured.err
 
 
 def test_shadow_replays_an_opa_decision_log(policy_repo: Path, tmp_path: Path,

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -61,8 +60,9 @@ def test_the_scaffolded_workflows_pass_real_linters(tmp_path: Path, workflow: st
 
 @pytest.mark.slow
 def test_the_wheel_alone_sets_up_a_policy_repository_outside_this_project(tmp_path: Path) -> None:
-    """Build the wheel, install it (no source tree on the path) into a new virtual environment whose
-    only other packages are the dependencies, then init, check, pytest and pre-commit in a new repo."""
+    """Build the wheel, `pip install` it with the tfidf extra into a new virtual environment (its
+    dependencies from pip's configured index, nothing from this environment or source tree), then
+    init, check, pytest and pre-commit in a new repository, and the demo, all outside this project."""
     dist = tmp_path / "dist"
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(PROJECT), "--no-deps", "--no-build-isolation",
                            "-q", "-w", str(dist)], capture_output=True, text=True, timeout=600)
@@ -71,12 +71,10 @@ def test_the_wheel_alone_sets_up_a_policy_repository_outside_this_project(tmp_pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    # the dependencies come from this environment; policyctl itself only from the wheel
-    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    done = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+    # what a user installs: the wheel with the extra `policyctl demo --embedder tfidf` needs, and the
+    # two tools the scaffolded CI and hooks run (pytest for shadow_fixtures/, pre-commit)
+    done = subprocess.run([str(py), "-m", "pip", "install", "-q", f"{wheel}[tfidf]", "pytest", "pre-commit"],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     repo = tmp_path / "elsewhere"
     repo.mkdir()
@@ -88,8 +86,10 @@ def test_the_wheel_alone_sets_up_a_policy_repository_outside_this_project(tmp_pa
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
-    where = run(str(py), "-c", "import policyctl, sys; print(policyctl.__file__)")
-    assert str(venv) in where.stdout, where.stdout + where.stderr  # not this source tree
+    where = run(str(py), "-c", "import policyctl, sklearn, click; print(policyctl.__file__, sklearn.__file__, "
+                               "click.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert all(path.startswith(str(venv)) for path in where.stdout.split()), where.stdout  # not this tree or .venv
     for args in (["policyctl", "init"], ["policyctl", "check"], [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                                  "shadow_fixtures"]):
         done = run(*args)
@@ -99,3 +99,11 @@ def test_the_wheel_alone_sets_up_a_policy_repository_outside_this_project(tmp_pa
     done = run(str(py), "-m", "pre_commit", "run", "--all-files")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "policyctl check" in done.stdout and "Passed" in done.stdout
+    # the whole loop from the installed package alone (its seed policy set and worlds), with the
+    # fewest events at which the demo's own verdict (failures down by 90% or more) holds
+    out = tmp_path / "demo"
+    done = run("policyctl", "demo", "--events", "1000", "--embedder", "tfidf", "-o", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    result = json.loads((out / "demo.json").read_text())
+    assert result["pull_requests"] and result["reduction_pct"] >= 90
+    assert "policyctl pr merge" in done.stdout and "without a restart" in done.stdout

@@ -85,8 +85,10 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
                                 summary=read)
         if not paths and not no_history and cand_snap is not base_snap:
             history = resolve_history(repo, None if worktree else candidate or "HEAD", config, into=Path(tmp),
-                                      evidence_refs=[base])
+                                      evidence_refs=[base], summary=read)
             paths = history.paths
+            if config.logs.sources:
+                click.echo(f"policyctl.toml logs.sources: {read.line()}", err=True)
             if paths:
                 click.echo(f"replaying {len(paths)} log file(s) from policyctl.toml and shadow_evidence/", err=True)
         jobs = jobs or (default_jobs() if paths else 1)

@@ -19,6 +19,7 @@ def cluster_logs(paths: list[Path], *, fmt: str = "auto", embedder: str = "minil
     from policyctl.cluster.ingest import IngestStats, read_logs
     from policyctl.cluster.report import to_report
 
+    require_clustering(embedder)
     stats = IngestStats()
     records = read_logs(paths, fmt=fmt, strict=strict, stats=stats, progress=progress, mapping=mapping,
                         summary=summary)
@@ -40,3 +41,18 @@ class _Lazy:
         if self._impl is None:
             self._impl = get_embedder(self.name)
         return self._impl.embed(texts)
+
+
+def require_clustering(embedder: str) -> None:
+    """A clear error, before any log is read, when the extra that clustering needs is not installed."""
+    import importlib.util
+
+    from policyctl.errors import UsageError
+
+    wanted = ["numpy", "sklearn"] + (["sentence_transformers"] if embedder == "minilm" else [])
+    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "cluster" if "sentence_transformers" in missing else "tfidf"
+        raise UsageError(f"clustering with --embedder {embedder} needs {', '.join(missing)}, which are not installed: "
+                         f"pip install 'policyctl[{extra}]'" + ("" if extra == "tfidf" else
+                                                                " (or --embedder tfidf with policyctl[tfidf])"))

@@ -63,6 +63,19 @@ class ReadSummary:
                 "skipped": dict(self.skipped), "superseded": self.superseded,
                 "problems": [p.to_dict() for p in self.problems[:50]]}
 
+    def merge(self, other: ReadSummary, *, names: dict[str, str] | None = None) -> None:
+        """Add what `other` found, calling its files by `names` (a temporary copy by the name the user gave)."""
+        names = names or {}
+        self.files += [names.get(f, f) for f in other.files]
+        self.formats.update({names.get(f, f): reader for f, reader in other.formats.items()})
+        self.events.update(other.events)
+        self.skipped.update(other.skipped)
+        self.superseded += other.superseded
+        for problem in other.problems + other.warnings:
+            problem.file = names.get(problem.file, problem.file)
+        self.problems += other.problems[:max(0, MAX_PROBLEMS - len(self.problems))]
+        self.warnings += other.warnings[:max(0, MAX_PROBLEMS - len(self.warnings))]
+
     def require_some(self) -> None:
         """Fail (exit 1) when nothing in the input could be used, with the counts per reason."""
         if self.total == 0:

@@ -107,9 +107,15 @@ def normalize(paths: list[Path], into: Path, *, fmt: str = "auto", mapping: Mapp
     for i, path in enumerate(paths):
         name = Path(path).name  # kept, so reports and pull requests name the file the user gave
         target = into / f"{i:03d}" / (name if name.endswith((".jsonl", ".ndjson")) else f"{name}.jsonl")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("wb") as sink:
-            for event in read_events([Path(path)], fmt=fmt, mapping=mapping, summary=summary):
-                sink.write(orjson.dumps(event, default=str) + b"\n")
-        out.append(target)
+        out.append(normalize_file(Path(path), target, fmt=fmt, mapping=mapping, summary=summary))
     return out
+
+
+def normalize_file(path: Path, target: Path, *, fmt: str = "auto", mapping: Mapping | None = None,
+                   summary: ReadSummary | None = None) -> Path:
+    """One log, whatever its format, as policyctl Event JSON Lines at `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as sink:
+        for event in read_events([path], fmt=fmt, mapping=mapping, summary=summary):
+            sink.write(orjson.dumps(event, default=str) + b"\n")
+    return target

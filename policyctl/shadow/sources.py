@@ -2,10 +2,14 @@
 
 `policyctl.toml` names log sources: paths or globs in the repository (read from the
 commit, so a replay of a ref is reproducible), absolute paths on this machine, or
-https:// URLs fetched with a bearer token from the environment. Every bot pull request
-commits a masked evidence sample under `shadow_evidence/`; those are replayed too, so
-CI and `policyctl pr merge` see the failures a rule was drafted for and the ok traffic
-it must not disturb, without access to the raw logs.
+https:// URLs fetched with a bearer token from the environment. Each source goes through
+the same readers as `--logs` (`policyctl.ingest`: an OTLP export or an OPA decision log
+is replayed as the events it holds, not rejected line by line), and sources in which
+nothing is readable are an error. Every bot pull request commits a masked evidence
+sample under `shadow_evidence/`; those are replayed too, so CI and `policyctl pr merge`
+see the failures a rule was drafted for and the ok traffic it must not disturb, without
+access to the raw logs. Evidence is policyctl's own Event lines, written by the bot, and
+is replayed as committed, so a report's file:line is a line of the committed file.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from policyctl import repo as gitrepo
 from policyctl.errors import InputError
+from policyctl.ingest import ReadSummary, normalize_file
 from policyctl.model.config import RepoConfig
 
 EVIDENCE_DIR = "shadow_evidence/"
 MAX_FETCH_BYTES = 512 * 1024 * 1024
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})  # where a token over plain http stays on this machine
 
 
 @dataclass
@@ -31,6 +38,7 @@ class History:
 
     paths: list[Path] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)  # local path -> what the user wrote
+    read: ReadSummary = field(default_factory=ReadSummary)  # what the readers made of the configured sources
 
     def add(self, path: Path, origin: str) -> None:
         self.paths.append(path)
@@ -42,49 +50,74 @@ def evidence_paths(repo_path: str | Path, ref: str) -> list[str]:
 
 
 def resolve_history(repo_path: str | Path, ref: str | None, config: RepoConfig, *, into: Path,
-                    evidence_refs: list[str] | None = None) -> History:
-    """Materialise the configured sources and evidence samples of `ref` as files under `into`.
+                    evidence_refs: list[str] | None = None, summary: ReadSummary | None = None) -> History:
+    """Materialise the configured sources and evidence samples of `ref` as Event files under `into`.
 
     `ref` None reads the working tree (a `--worktree` replay: what is about to be committed).
     `evidence_refs` adds the evidence of other commits too (a replay of a candidate reads the
-    candidate's evidence and the base's). A configured source that matches nothing is an
-    error naming it: a silently empty replay would PASS on no history.
+    candidate's evidence and the base's). Every source is read by its format's reader into
+    policyctl Event lines; what could not be read is counted in `History.read` (and added to
+    `summary` when given), by reason and by the file's name in the repository or its URL.
+    A configured source that matches nothing, or sources in which nothing is readable, are
+    an error naming them: a silently empty replay would PASS on no history.
     """
     into.mkdir(parents=True, exist_ok=True)
     history = History()
-    files = _Files(Path(repo_path), ref, into)
+    files = _Files(Path(repo_path), ref)
+    raw = into / "raw"  # the sources as found, before their readers; never replayed
     for source in config.logs.sources:
         if source.startswith(("https://", "http://")):
-            history.add(_fetch(source, config.logs.token_env, into), source)
+            fetched = _fetch(source, config.logs.token_env, raw / "fetched")
+            _read_source(fetched, source, into / "fetched" / fetched.name, source, history)
         elif os.path.isabs(source):
             found = sorted(glob.glob(source))
             if not found:
                 raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file on this machine")
             for f in found:
-                history.add(Path(f), source)
+                target = into / "local" / f"{len(history.paths):03d}" / Path(f).name
+                _read_source(Path(f), f, target, source, history)
         else:
             matches = files.match(source)
             if not matches:
                 where = f"at {ref} (sources are read from the commit: commit the log, or give an absolute path)" \
                     if ref else f"in {repo_path}"
                 raise InputError(f"policyctl.toml: logs.sources: {source!r} matches no file {where}")
-            files.add(matches, "sources", history, source)
+            for path, found_at in files.materialise(matches, raw / "sources"):
+                # under into/sources/ by its path in the repository: the name a report shows
+                _read_source(found_at, path, into / "sources" / path, source, history)
+    if config.logs.sources:
+        try:
+            history.read.require_some()
+        except InputError as exc:
+            raise InputError(f"policyctl.toml: logs.sources: {exc.message}") from None
+    if summary is not None:
+        summary.merge(history.read)
     if config.logs.evidence:
         mine = files.evidence()
-        files.add(mine, "evidence", history, None)
+        for path, found_at in files.materialise(mine, into / "evidence"):
+            history.add(found_at, path)
         seen = set(mine)
         for rev in evidence_refs or []:
             names = [p for p in evidence_paths(repo_path, rev) if p not in seen]
             seen.update(names)
-            _materialise(repo_path, rev, names, into / "evidence", history, None)
+            for path, found_at in _materialise(repo_path, rev, names, into / "evidence"):
+                history.add(found_at, path)
     return history
+
+
+def _read_source(found_at: Path, name: str, target: Path, origin: str, history: History) -> None:
+    """One source file through its reader into Event lines at `target`; problems name it `name`."""
+    read = ReadSummary()
+    normalize_file(found_at, target, summary=read)
+    history.read.merge(read, names={str(found_at): name})
+    history.add(target, origin)
 
 
 class _Files:
     """The repository's files at `ref` (read from git objects), or in the working tree when ref is None."""
 
-    def __init__(self, root: Path, ref: str | None, into: Path) -> None:
-        self.root, self.ref, self.into = root, ref, into
+    def __init__(self, root: Path, ref: str | None) -> None:
+        self.root, self.ref = root, ref
         self.tree = gitrepo.tree_paths(root, ref) if ref is not None else None
 
     def match(self, pattern: str) -> list[str]:
@@ -93,26 +126,27 @@ class _Files:
         return sorted(Path(f).relative_to(self.root).as_posix()
                       for f in glob.glob(str(self.root / pattern), recursive=True) if Path(f).is_file())
 
+    def materialise(self, paths: list[str], into: Path) -> list[tuple[str, Path]]:
+        """Each path with the file holding its content: read from the commit into `into`, or in place."""
+        if self.ref is None:  # the working tree's files are read where they are
+            return [(path, self.root / path) for path in paths]
+        return _materialise(self.root, self.ref, paths, into)
+
     def evidence(self) -> list[str]:
         if self.tree is not None:
             return [p for p in self.tree if p.startswith(EVIDENCE_DIR) and p.endswith(".jsonl")]
         return sorted(p.relative_to(self.root).as_posix() for p in (self.root / EVIDENCE_DIR).glob("**/*.jsonl"))
 
-    def add(self, paths: list[str], kind: str, history: History, origin: str | None) -> None:
-        if self.ref is not None:
-            _materialise(self.root, self.ref, paths, self.into / kind, history, origin)
-            return
-        for path in paths:  # the working tree's files are read where they are
-            history.add(self.root / path, origin or path)
 
-
-def _materialise(repo_path: str | Path, ref: str, paths: list[str], into: Path, history: History,
-                 origin: str | None) -> None:
+def _materialise(repo_path: str | Path, ref: str, paths: list[str], into: Path) -> list[tuple[str, Path]]:
+    """The files `paths` of commit `ref`, written under `into`: each path with its copy."""
+    found = []
     for path, data in gitrepo.read_files(repo_path, ref, paths).items():
         out = into / path
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-        history.add(out, origin or path)
+        found.append((path, out))
+    return found
 
 
 def _fetch(url: str, token_env: str | None, into: Path) -> Path:
@@ -120,12 +154,18 @@ def _fetch(url: str, token_env: str | None, into: Path) -> Path:
 
     headers = {"Accept": "application/x-ndjson, application/json, text/plain"}
     if token_env:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and (parts.hostname or "").lower() not in LOOPBACK:
+            raise InputError(f"policyctl.toml: logs.sources: {url!r} is not https://, and logs.token_env is set: "
+                             f"the bearer token ${token_env} would be sent in clear text; use https://")
         token = os.environ.get(token_env)
         if not token:
             raise InputError(f"policyctl.toml: logs.token_env names {token_env}, which is not set; "
                              f"export it to fetch {url}")
         headers["Authorization"] = f"Bearer {token}"
-    out = into / "fetched" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".jsonl")
+    # the URL's file name is kept after a digest of the URL: a reader knows .csv or .pb by it
+    name = Path(urlsplit(url).path).name or "log"
+    out = into / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with httpx.stream("GET", url, headers=headers, timeout=60.0, follow_redirects=False) as resp:
