@@ -1,6 +1,6 @@
 """Gateway latency under open-loop load: 500, 1,000 and 1,500 requests/s on loopback, beside in-process decide.
 
-    python bench/gateway.py [--rates 500,1000,1500] [--duration 15] [--workers 2]
+    python bench/gateway.py [--rates 500,1000,1500] [--duration 15] [--workers 2] [--repeat 3]
 
 The load generator runs in this process and the gateway in another (`policyctl gateway
 serve`, as an operator starts it). Requests leave at fixed intervals whatever the
@@ -333,6 +333,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per rate")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at each rate before measuring")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per rate; the table shows each, the target must hold in every one")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/gateway.json")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -348,42 +350,48 @@ def main() -> int:
         results: list[dict[str, Any]] = []
         try:
             for rate in rates:
-                asyncio.run(open_loop(gw.host, gw.port, rate, args.warmup, bodies))
-                before = cpu_snapshot(gw.proc.pid)
-                load_before = os.getloadavg()[0]
-                res = asyncio.run(open_loop(gw.host, gw.port, rate, args.duration, bodies))
-                after = cpu_snapshot(gw.proc.pid)
-                s = res.summary()
-                n = max(res.sent, 1)
-                s["cpu_ms_per_request"] = {"gateway": round((after[0] - before[0]) / n * 1e3, 3),
-                                           "workers": round((after[1] - before[1]) / n * 1e3, 3),
-                                           "client": round((after[2] - before[2]) / n * 1e3, 3)}
-                s["loadavg_1m_before"] = round(load_before, 2)
-                s["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
-                results.append(s)
-                cpu = s["cpu_ms_per_request"]
-                rows.append([int(rate), s["sent"], s["errors"], s["error_decisions"], s["p50_ms"], s["p99_ms"],
-                             s["p999_ms"], s["max_ms"], s["send_lag_p99_ms"], f"{cpu['gateway']}+{cpu['workers']}",
-                             f"{s['loadavg_1m_before']}/{s['loadavg_1m_after']}"])
+                for run in range(1, args.repeat + 1):
+                    asyncio.run(open_loop(gw.host, gw.port, rate, args.warmup, bodies))
+                    before = cpu_snapshot(gw.proc.pid)
+                    load_before = os.getloadavg()[0]
+                    res = asyncio.run(open_loop(gw.host, gw.port, rate, args.duration, bodies))
+                    after = cpu_snapshot(gw.proc.pid)
+                    s = res.summary()
+                    n = max(res.sent, 1)
+                    s["run"] = run
+                    s["cpu_ms_per_request"] = {"gateway": round((after[0] - before[0]) / n * 1e3, 3),
+                                               "workers": round((after[1] - before[1]) / n * 1e3, 3),
+                                               "client": round((after[2] - before[2]) / n * 1e3, 3)}
+                    s["loadavg_1m_before"] = round(load_before, 2)
+                    s["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+                    results.append(s)
+                    cpu = s["cpu_ms_per_request"]
+                    rows.append([int(rate), run, s["sent"], s["errors"], s["error_decisions"], s["p50_ms"],
+                                 s["p99_ms"], s["p999_ms"], s["max_ms"], s["send_lag_p99_ms"],
+                                 f"{cpu['gateway']}+{cpu['workers']}+{cpu['client']}",
+                                 f"{s['loadavg_1m_before']}/{s['loadavg_1m_after']}"])
         finally:
             code = gw.stop()
         lines = sum(1 for f in (root / "log").glob("*.jsonl") for _ in f.open("rb"))
     print(f"in-process Pipeline.decide_dict: p50 {baseline['p50_ms']} ms, p99 {baseline['p99_ms']} ms, "
           f"max {baseline['max_ms']} ms ({baseline['n']} decisions)")
-    print(table(rows, ["req/s", "sent", "errors", "error decisions", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                       "client send lag p99 ms", "CPU ms/req (http+workers)", "loadavg before/after"]))
-    target = next((r for r in results if r["rate"] == TARGET_RATE), None)
+    print(table(rows, ["req/s", "run", "sent", "errors", "error decisions", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
+                       "client send lag p99 ms", "CPU ms/req (gateway+workers+client)", "loadavg before/after"]))
+    at_target = [r for r in results if r["rate"] == TARGET_RATE]
     verdict = None
-    if target is not None:
-        verdict = target["p99_ms"] < 5 and target["errors"] == 0
-        print(f"target p99 < 5 ms at {TARGET_RATE:.0f} req/s with no errors: {'met' if verdict else 'NOT met'} "
-              f"(p99 {target['p99_ms']} ms, {target['errors']} errors)")
+    if at_target:
+        worst = max(at_target, key=lambda r: (r["errors"], r["p99_ms"]))
+        verdict = all(r["p99_ms"] < 5 and r["errors"] == 0 for r in at_target)
+        print(f"target p99 < 5 ms at {TARGET_RATE:.0f} req/s with no errors, in every one of {len(at_target)} runs: "
+              f"{'met' if verdict else 'NOT met'} (p99 {', '.join(str(r['p99_ms']) for r in at_target)} ms; "
+              f"worst run {worst['errors']} errors)")
     print(f"gateway exit status after SIGTERM: {code}; decision-log lines: {lines}")
     if not args.no_write:
         path = write_result("gateway", {
             "method": "open loop, fixed rate, latency from the intended send time, keep-alive connections, "
                       "client in a separate process on the same 2-core machine",
-            "workers": args.workers, "warmup_s": args.warmup, "in_process_decide": baseline, "rates": results,
+            "workers": args.workers, "warmup_s": args.warmup, "repeat": args.repeat, "in_process_decide": baseline,
+            "rates": results,
             # uvicorn parses HTTP with httptools when it is importable, else with the pure-Python h11.
             "http_parser": "httptools" if importlib.util.find_spec("httptools") else "h11",
             "target": {"p99_ms_below": 5, "at_rate": TARGET_RATE, "met": verdict},

@@ -134,7 +134,9 @@ class Guard:
             if body is None:
                 await self._refuse(send, 413, "request_too_large", f"the body is over {self.max_body} bytes")
             else:
-                answer = await _unless_gone(self.decide(body, received, timeout), receive)
+                watch = scope.get(WATCH_KEY)
+                answer = (await _watched(self.decide(body, received, timeout), watch) if watch is not None
+                          else await _unless_gone(self.decide(body, received, timeout), receive))
                 if answer is not None:
                     await _respond(send, *answer)
             return
@@ -144,6 +146,42 @@ class Guard:
                       headers: dict[str, str] | None = None) -> None:
         self.on_refused(status, code)
         await _respond(send, status, error_body(code, message), headers)
+
+
+WATCH_KEY = "policyctl.connection"
+
+
+class ConnectionWatch:
+    """Put in each request's scope by the gateway's protocol: the task answering it is cancelled the
+    moment the connection is lost, without a second task per request waiting on `receive`."""
+
+    __slots__ = ("task", "gone")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.gone = False
+
+    def lost(self) -> None:
+        self.gone = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+async def _watched(work: Awaitable[Answer], watch: ConnectionWatch) -> Answer | None:
+    """The answer of `work`, or None when the connection is lost first (`work` is then cancelled)."""
+    if watch.gone:
+        return None
+    task = asyncio.current_task()
+    watch.task = task
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watch.gone and task is not None:
+            task.uncancel()
+            return None  # the client went away
+        raise
+    finally:
+        watch.task = None
 
 
 async def _unless_gone(work: Awaitable[Answer], receive: Receive) -> Answer | None:
@@ -290,8 +328,9 @@ async def answer_decide(gateway: Gateway, body: bytes, received: float, timeout:
 # --------------------------------------------------------------------------- application
 
 
-def create_app(gateway: Gateway) -> FastAPI:
-    """The FastAPI application over one Gateway; its lifespan starts and stops the gateway."""
+def create_app(gateway: Gateway) -> ASGIApp:
+    """The ASGI application over one Gateway: the FastAPI application (whose lifespan starts and stops
+    the gateway) inside the draining and guard layers."""
     config = gateway.config
     bundles = BundleService(config.repo, signing=config.bundle_signing, timeout=config.build_timeout)
 
@@ -318,9 +357,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     def refused(status: int, code: str) -> None:
         gateway.metrics.errors.labels(str(status), code).inc()
 
-    app.add_middleware(Guard, token=config.token, max_body=config.max_body_bytes, on_refused=refused,
-                       decide=fast_decide)
-    app.add_middleware(Draining, is_draining=lambda: gateway.draining, on_refused=refused)  # added last: runs first
+    # Outside FastAPI's own middleware stack (errors, body limit, routing): POST /v1/decide is
+    # answered before any of it runs; everything else passes through to the application.
+    outer = Draining(Guard(app, token=config.token, max_body=config.max_body_bytes, on_refused=refused,
+                           decide=fast_decide), is_draining=lambda: gateway.draining, on_refused=refused)
 
     def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -447,7 +487,7 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     if config.token is not None:
         _declare_bearer(app)
-    return app
+    return outer
 
 
 def _declare_bearer(app: FastAPI) -> None:
@@ -497,10 +537,16 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         super().on_headers_complete()
+        self.cycle.scope[WATCH_KEY] = ConnectionWatch()  # type: ignore[literal-required]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            watch = cycle.scope.get(WATCH_KEY)
+            if isinstance(watch, ConnectionWatch):
+                watch.lost()
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -593,6 +639,7 @@ def serve(config: GatewayConfig, announce: Callable[[str], None]) -> int:
 
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                     http=protocol_class(config.header_timeout), timeout_graceful_shutdown=30,
+                                    proxy_headers=False,  # loopback or a token: no proxy's headers are trusted
                                     timeout_keep_alive=config.idle_timeout, server_header=False),
                      on_drain=drain, linger=config.shutdown_linger)
     shown = f"[{host}]" if ":" in host else host

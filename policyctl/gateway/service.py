@@ -72,8 +72,14 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
+_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text: one strftime a second
+
+
 def utc_stamp(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+    second = int(ts)
+    if _SECOND[0] != second:
+        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_SECOND[1]}.{int(ts * 1000) % 1000:03d}Z"
 
 
 class Gateway:
@@ -98,6 +104,7 @@ class Gateway:
                                flush_interval=config.log_flush_interval, window_bytes=config.log_window_bytes,
                                backlog_bytes=config.log_backlog_bytes)
         m.watch(self)
+        self._decided: dict[tuple[str, str], Any] = {}
 
     def _wanted(self) -> set[str]:
         return self.revisions.wanted()
@@ -158,7 +165,11 @@ class Gateway:
         elapsed = time.perf_counter() - received
         action = decision.get("action", "deny")
         source = str(decision.get("source", "error"))
-        self.metrics.decisions.labels(action, source.split("@", 1)[0]).inc()
+        key = (action, source.split("@", 1)[0])
+        counted = self._decided.get(key)
+        if counted is None:  # a handful of (action, source) pairs: look each child up once, not per request
+            counted = self._decided[key] = self.metrics.decisions.labels(*key)
+        counted.inc()
         self.metrics.latency.observe(elapsed)
         record: dict[str, Any] = {"id": decision["decision_id"], "ts": utc_stamp(now), "input": input,
                                   "decision": decision, "revision": rev.id}

@@ -109,8 +109,8 @@ class WorkerPool:
         self.overloaded = 0
         self.refused_early = 0  # overloaded answers given at admission, by expected wait
         self.abandoned: dict[str, int] = {"queued": 0, "evaluating": 0}  # clients gone before the answer
-        self.eval_mean = 0.0  # typical (median) evaluation in a worker, seconds (0: none yet)
         self._recent_evals: deque[float] = deque(maxlen=EVAL_SAMPLES)
+        self._eval_median: float | None = 0.0  # None: a new sample came since it was computed
         self.recent_inputs: deque[dict[str, Any]] = deque(maxlen=RECENT_INPUTS)
         self.queue_wait = queue_wait
         self.override_failures: dict[str, int] = {}
@@ -244,7 +244,14 @@ class WorkerPool:
         admission refuse the ordinary requests behind them, while a revision that is slow on
         every input moves it within a few dozen decisions."""
         self._recent_evals.append(seconds)
-        self.eval_mean = statistics.median(self._recent_evals)
+        self._eval_median = None  # computed when admission or the status asks, not on every reply
+
+    @property
+    def eval_mean(self) -> float:
+        """The typical (median) evaluation in a worker, seconds (0: none yet)."""
+        if self._eval_median is None:
+            self._eval_median = statistics.median(self._recent_evals)
+        return self._eval_median
 
     def _note_quarantines(self, rev: str, entries: list[dict[str, Any]]) -> None:
         """Merge what one worker quarantined: each worker's sandbox slot decides for itself, so the
