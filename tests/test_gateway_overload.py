@@ -208,3 +208,71 @@ def test_a_commit_much_slower_than_the_serving_one_is_not_activated(
     gw.serving(fast)
     assert gw.status()["degraded"] is False
     assert gw.stop() == 0
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def costly_rule() -> str:
+    """A rule whose cost the input chooses: n × n iterations (about 0.5 µs each on Regorus)."""
+    return """# METADATA
+# title: Costly
+# description: n x n iterations, reached only by action type costly
+# custom:
+#   mode: enforce
+package agentgov.rules.costly
+
+import rego.v1
+
+decisions contains {"id": "costly", "action": "deny", "params": {}, "message": "costly"} if {
+\tinput.kind == "action"
+\tinput.action.type == "costly"
+\tcount([1 | some i in numbers.range(1, input.action.n); some j in numbers.range(1, input.action.n); i * j < 0]) == 0
+}
+"""
+
+
+def costly(n: int, who: str) -> dict[str, Any]:
+    return {"kind": "action", "agents": [{"id": who}], "action": {"type": "costly", "n": n}}
+
+
+def test_requests_that_queue_together_share_a_frame_and_an_overrun_fails_only_its_culprit(
+        policy_repo: Path, serve: Callable[..., Served]) -> None:
+    write(policy_repo, "policies/rules/costly.rego", costly_rule())
+    commit_all(policy_repo, "a rule whose cost the input chooses")
+    gw = serve(policy_repo, "--poll", "600", "--workers", "1", "--eval-timeout", "2", "--max-queue-wait", "20",
+               "--queue-deadline", "60", "--engine", "regorus")
+    for i in range(5):  # the typical evaluation is a cheap one: batches may be full
+        assert gw.decide(costly(10, f"warm-{i}"))["source"] == "policy"
+
+    answers: dict[str, dict[str, Any]] = {}
+
+    def ask(name: str, n: int) -> None:
+        with httpx.Client(base_url=gw.url, timeout=90, trust_env=False) as http:
+            answers[name] = http.post("/v1/decide", json={"input": costly(n, name)}).json()
+
+    # the only worker spends ~0.5 s on one request while the others queue behind it, a spinning
+    # one (~8 s, past the 2 s deadline) among them
+    busy = threading.Thread(target=ask, args=("busy", 1000))
+    busy.start()
+    gw.wait_until(lambda: any(p["busy"] for p in gw.status()["workers"]["processes"] if p["role"] == "serve"),
+                  "the worker busy")
+    names = ["cheap-0", "cheap-1", "cheap-2", "spin", "cheap-3", "cheap-4", "cheap-5"]
+    threads = [threading.Thread(target=ask, args=(name, 4000 if name == "spin" else 10)) for name in names]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)  # in this order in the queue
+    for t in [busy, *threads]:
+        t.join(120)
+
+    status = gw.status()["workers"]
+    assert status["batches"]["frames"] >= 1 and status["batches"]["decisions"] >= 2, status["batches"]
+    # the batch that held the spinning request overran: its requests went again one by one, so the
+    # spinning one alone failed closed and every other one got its decision
+    assert answers["busy"]["source"] == "policy"
+    for name in names:
+        if name != "spin":
+            assert answers[name]["source"] == "policy" and answers[name]["action"] == "deny", answers[name]
+    assert answers["spin"]["source"] == "error" and answers["spin"]["error"]["code"] == "eval_timeout", answers["spin"]
+    assert status["timeouts"] >= 2  # the batch, then the spinning request alone
+    assert metric(gw.metrics(), "policyctl_gateway_batched_decisions_total") >= 2

@@ -259,6 +259,8 @@ def _close_overrides(revision: Revision) -> None:
 def handle(evaluator: Evaluator, op: str | None, message: dict[str, Any]) -> dict[str, Any]:
     if op == "decide":
         return evaluator.decide(message["rev"], message["input"])
+    if op == "decide_many":  # a batch: one reply per input, in order
+        return {"ok": True, "replies": [evaluator.decide(message["rev"], x) for x in message["inputs"]]}
     if op == "load":
         return evaluator.load(message["rev"], message["repo"])
     if op == "verify":
@@ -267,6 +269,17 @@ def handle(evaluator: Evaluator, op: str | None, message: dict[str, Any]) -> dic
     if op == "drop":
         return evaluator.drop(message["rev"])
     return {"ok": False, "error": {"code": "bad_request", "message": f"unknown op {op!r}"}}
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    """A reply as JSON; a decision that is not JSON fails closed alone, not with the rest of its batch."""
+    try:
+        return orjson.dumps(reply)
+    except TypeError as exc:
+        if isinstance(reply.get("replies"), list):
+            return b'{"ok":true,"replies":[' + b",".join(_encode(r) for r in reply["replies"]) + b"]}"
+        return orjson.dumps({"ok": False, "error": {"code": "invalid_decision",
+                                                    "message": f"the decision is not JSON: {exc}"}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,12 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - one bad request must not cost the worker
                 reply = {"ok": False, "error": {"code": "internal_error",
                                                 "message": f"{type(exc).__name__}: {exc}"[:500]}}
-            try:
-                payload = orjson.dumps(reply)
-            except TypeError as exc:
-                payload = orjson.dumps({"ok": False, "error": {"code": "invalid_decision",
-                                                               "message": f"the decision is not JSON: {exc}"}})
-            write_frame(out_fd, payload)
+            write_frame(out_fd, _encode(reply))
     finally:
         evaluator.close()
 

@@ -148,7 +148,10 @@ class GatewayCollector:
         yield _gauge("queue_length", "Requests waiting for a free worker.", float(len(pool.pending)))
         yield _gauge("expected_queue_wait_seconds", "The wait admission expects for a request queued now.",
                      pool.expected_wait())
-        yield _gauge("eval_mean_seconds", "Running mean of one evaluation in a worker.", pool.eval_mean)
+        yield _gauge("eval_mean_seconds", "The typical (median of the last 32) evaluation in a worker.",
+                     pool.eval_mean)
+        yield _counter("batched_decisions_total", "Decisions sent to a worker together with others (requests "
+                       "that waited for the same revision), in one frame.", float(pool.batched))
         yield _counter("overload_refused_total", "Requests refused at once (503 overloaded): expected to wait past "
                        "their deadline.", float(pool.refused_early))
         yield _labelled(counter, "abandoned_total", "Requests whose client went away before the answer, by where "

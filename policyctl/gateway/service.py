@@ -208,6 +208,7 @@ class Gateway:
                         "expected_wait_s": round(self.pool.expected_wait(), 4),
                         "eval_mean_s": round(self.pool.eval_mean, 4), "overload_refused": self.pool.refused_early,
                         "abandoned": dict(self.pool.abandoned),
+                        "batches": {"frames": self.pool.batches, "decisions": self.pool.batched},
                         "last_failure": self.pool.last_failure, "processes": self.pool.describe()},
             "decision_log": self.log.describe(),
             "decisions": {"total": int(total(self.metrics.decisions)),
