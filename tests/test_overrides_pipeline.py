@@ -195,8 +195,9 @@ def test_a_broken_override_makes_the_revision_unservable(repo: Path) -> None:
     assert isinstance(info.value, SandboxCompileError)
     assert "overrides/bad.py:2:" in info.value.message and "imports are not allowed" in info.value.message
     assert [p.line for p in info.value.problems] == [2, 6]
-    # `policyctl check` (and so pre-commit and CI) reports the same problems, with lines.
-    report = run_check(worktree_snapshot(repo))
+    # `policyctl check` (and so pre-commit and CI) reports the same problems, with lines
+    # (a week before the expiry, so it is within the override horizon).
+    report = run_check(worktree_snapshot(repo), now=EXPIRES - timedelta(days=7))
     assert [(p.line, p.code) for p in report.errors if p.file == "overrides/bad.py"] == [
         (None, "override_without_fixtures"), (2, "override_compile"), (6, "override_compile")]
 
@@ -245,7 +246,7 @@ def test_an_explicit_pool_belongs_to_its_owner(repo: Path) -> None:
 # ------------------------------------------------------------------------- the CLI
 
 
-def test_override_new_scaffolds_a_script_that_passes_check_and_verification(
+def test_override_new_scaffolds_a_script_that_passes_check_once_its_docstring_is_written(
         tmp_path: Path, opened: list[OverrideSet], capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "r"
     root.mkdir()
@@ -257,6 +258,11 @@ def test_override_new_scaffolds_a_script_that_passes_check_and_verification(
     source = (root / "overrides/lock_fix.py").read_text()
     expires = datetime.fromisoformat(source.split('"expires": "')[1].split('"')[0].replace("Z", "+00:00"))
     assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
+    # The TODO docstring would be every decision's reason: check refuses it until it is written.
+    assert main(["check", "--repo", str(root)]) == 1
+    assert "overrides/lock_fix.py:1: error: override_doc_placeholder" in capsys.readouterr().err
+    todo = source.splitlines()[0]
+    (root / "overrides/lock_fix.py").write_text(source.replace(todo, '"""Backups first on the lock (INC-1).'))
     assert main(["check", "--repo", str(root)]) == 0
     commit(root, "scaffold")
     revision = build(root, opened)  # the scaffold's own fixture passes through the real sandbox
@@ -289,7 +295,8 @@ def test_override_test_reports_sandbox_errors_with_file_and_line(repo: Path, tmp
     write(repo, "overrides/slow.py", '"""Slow."""\nOVERRIDE = {"match": {"kind": "action"}, '
           '"expires": "2031-06-01T00:00:00Z", "timeout_ms": 100}\n\ndef decide(input):\n'
           '    print("thinking")\n    while True:\n        pass\n')
-    assert main(["override", "test", "overrides/slow.py", "--repo", str(repo), "--input", str(input_file)]) == 1
+    assert main(["override", "test", "overrides/slow.py", "--repo", str(repo), "--input", str(input_file),
+                 "--force"]) == 1
     captured = capsys.readouterr()
     assert "does not select this input" in captured.out
     assert "Error: overrides/slow.py: no answer within 100 ms" in captured.err and "sandbox_timeout" in captured.err

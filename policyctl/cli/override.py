@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from policyctl.cli.common import emit_json, repo_option
+from policyctl.model.records import MAX_PRIORITY, MIN_PRIORITY
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from policyctl.sandbox.authoring import OverrideTrial
 
 
 @click.group()
@@ -24,15 +30,15 @@ def override() -> None:
 @click.argument("name")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30),
               help="Days until the override expires.")
-@click.option("--priority", default=100, show_default=True, type=int,
+@click.option("--priority", default=100, show_default=True, type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
               help="Higher runs first when several overrides match.")
 @click.option("--force", is_flag=True, help="Overwrite an existing script and fixture file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the created paths as JSON.")
 def new(repo: Path, name: str, days: int, priority: int, force: bool, as_json: bool) -> int:
     """Scaffold overrides/NAME.py and shadow_fixtures/overrides/NAME.jsonl.
 
-    The scaffold expires DAYS days from now, passes `policyctl check` and selects no real
-    traffic until you edit its match.
+    The scaffold expires DAYS days from now and selects no real traffic until you edit its
+    match; `policyctl check` refuses it until its TODO docstring says why it exists.
     """
     from policyctl.decide import utcnow
     from policyctl.sandbox.authoring import scaffold_override
@@ -55,14 +61,16 @@ def new(repo: Path, name: str, days: int, priority: int, force: bool, as_json: b
               help="A JSON input file, or - for standard input. A bare input, {\"input\": …} or an Event line.")
 @click.option("--timeout-ms", type=click.IntRange(1, 2000), default=None,
               help="Deadline for this run [default: the script's timeout_ms, else 250; at most 2000].")
+@click.option("--force", is_flag=True, help="Run decide() even when OVERRIDE['match'] does not select the input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trial as JSON.")
-def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None,
+def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None, force: bool,
          as_json: bool) -> int:
     """Run one override SCRIPT on one input through the real sandbox.
 
-    Checks the script like `policyctl check`, says whether its match selects the input and
-    whether it has expired, then prints its decision (or None: no opinion) or the sandbox
-    error with file:line. Exits 1 when the script is invalid or fails.
+    Checks the script like `policyctl check` and says whether it has expired. When its match
+    does not select the input it says so and exits 1 without running it, as the pipeline
+    would skip it (--force runs it anyway). Otherwise prints its decision (or None: no
+    opinion) or the sandbox error with file:line. Exits 1 when the script is invalid or fails.
     """
     from policyctl.decide import parse_input_document, utcnow
     from policyctl.errors import InputError
@@ -75,14 +83,22 @@ def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None
         raise InputError(f"{script}: cannot be read ({exc})") from exc
     name = "<stdin>" if input_file.name in ("-", "<stdin>") else str(input_file.name)
     input = parse_input_document(input_file.read(), where=name)
-    trial = try_override(source, input, file=_relative(path, repo), now=utcnow(), timeout_ms=timeout_ms)
+    file, now = _relative(path, repo), utcnow()
+    trial = None if force else _unselected(source, input, file=file, now=now)
+    if trial is None:
+        trial = try_override(source, input, file=file, now=now, timeout_ms=timeout_ms)
     if as_json:
         emit_json(trial.to_dict())
-        return 0 if trial.ok else 1
+        return 0 if trial.ok and trial.ran else 1
     for problem in trial.problems:
         click.echo(f"{problem.where}: error: {problem.code}: {problem.message}", err=True)
     if trial.problems:
         click.echo(f"FAILED: {trial.file} is not a valid override", err=True)
+        return 1
+    if trial.selects is False and not trial.ran:
+        click.echo(f"Error: {trial.file}:{trial.header.line if trial.header else 1}: OVERRIDE['match'] does not "
+                   "select this input, so the pipeline would skip this override and decide() was not run; "
+                   "pass --force to run it anyway", err=True)
         return 1
     if trial.selects is False:
         click.echo("note: OVERRIDE['match'] does not select this input; the pipeline would skip this override")
@@ -101,6 +117,22 @@ def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None
     params = json.dumps(trial.decision.get("params") or {}, sort_keys=True)
     click.echo(f"{trial.decision['action']}  params: {params}  ({trial.elapsed_ms:.1f} ms)")
     return 0
+
+
+def _unselected(source: str, input: dict[str, Any], *, file: str, now: datetime) -> OverrideTrial | None:
+    """The trial of a valid script whose match does not select the input, without running it; else None."""
+    from policyctl.errors import PolicyctlError
+    from policyctl.model.records import parse_override_header
+    from policyctl.sandbox.authoring import OverrideTrial
+    from policyctl.sandbox.compile import compile_problems
+
+    try:
+        header = parse_override_header(source, file=file)
+    except PolicyctlError:
+        return None  # try_override reports it, with every other problem
+    if header.selects(input) or compile_problems(source, file=file):
+        return None
+    return OverrideTrial(file, header=header, selects=False, expired=header.expired(now))
 
 
 def _relative(path: Path, repo: Path) -> str:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from policyctl.decide import load_fixtures, utcnow
 from policyctl.engine.guarded import policy_problems
 from policyctl.engine.modules import TEST_SUFFIX
 from policyctl.errors import Problem, ValidationError
-from policyctl.model.records import parse_override_header
+from policyctl.model.config import CONFIG_FILE, DEFAULT_OVERRIDE_HORIZON_DAYS
+from policyctl.model.records import OVERRIDE_HEADER_CODES, parse_override_header
 from policyctl.repo import Snapshot
 
 OVERRIDE_FIXTURES = "shadow_fixtures/overrides/"
+# The first words of the docstring `policyctl override new` writes (policyctl/sandbox/authoring.py):
+# an unedited scaffold must not reach main with "TODO" as every decision's reason.
+SCAFFOLD_DOC_MARKER = "TODO: why this override exists"
 
 
 @dataclass
@@ -40,29 +44,53 @@ class CheckReport:
 
 
 def check_overrides(snapshot: Snapshot, now: datetime) -> tuple[int, list[Problem]]:
-    """Validate each override's header and sandbox compile, require fixtures, flag expiry."""
+    """Validate each override's header and sandbox compile, require fixtures, flag expiry.
+
+    Beyond what the gateway refuses, an override must expire within the horizon
+    ([budgets] override_horizon_days in policyctl.toml) and say why it exists in its own words.
+    """
     problems: list[Problem] = []
     paths = [p for p in snapshot.paths("overrides/", ".py") if p.count("/") == 1]
+    horizon = _override_horizon(snapshot)
     for path in paths:
         try:
             source = snapshot.text(path)
             header = parse_override_header(source, file=path)
         except ValidationError as exc:
-            problems.append(exc.problem(path, "override_header"))
+            problems.append(exc.problem(path, exc.code if exc.code in OVERRIDE_HEADER_CODES else "override_header"))
             continue
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a problem of that file
             problems.append(Problem(path, str(exc), code="override_header"))
             continue
         problems.extend(_sandbox_problems(path, source))
+        if header.doc.startswith(SCAFFOLD_DOC_MARKER):
+            problems.append(Problem(path, f"the docstring is still the scaffold's placeholder ({SCAFFOLD_DOC_MARKER!r}): "
+                                    "say why this override exists in one line (what is broken, the incident, the "
+                                    "owner); it becomes the decision's reason", code="override_doc_placeholder",
+                                    line=header.doc_line))
         if header.expired(now):
             problems.append(Problem(path, f"expired at {header.expires.isoformat()}; it no longer applies: "
                                     "delete it or extend OVERRIDE['expires']", code="override_expired",
-                                    severity="warning"))
+                                    severity="warning", line=header.expires_line))
+        elif header.expires - now > timedelta(days=horizon):
+            problems.append(Problem(path, f"OVERRIDE.expires: {header.expires.isoformat().replace('+00:00', 'Z')} is "
+                                    f"{(header.expires - now).days} days from now; the horizon is {horizon} days "
+                                    f"([budgets] override_horizon_days in {CONFIG_FILE}): an override is an emergency "
+                                    "measure, so set an earlier expiry and extend it by a new commit if the fix is "
+                                    "late", code="override_expires_horizon", line=header.expires_line))
         fixtures = f"{OVERRIDE_FIXTURES}{header.name}.jsonl"
         if fixtures not in snapshot.files or not snapshot.files[fixtures].strip():
             problems.append(Problem(path, f"no fixtures: add {fixtures} so a reviewer sees what it decides",
                                     code="override_without_fixtures"))
     return len(paths), problems
+
+
+def _override_horizon(snapshot: Snapshot) -> int:
+    """How many days ahead an override may expire; a broken policyctl.toml is reported by check_vocabulary."""
+    try:
+        return snapshot.config.budgets.override_horizon_days
+    except ValidationError:
+        return DEFAULT_OVERRIDE_HORIZON_DAYS
 
 
 def _sandbox_problems(path: str, source: str) -> list[Problem]:
@@ -81,7 +109,7 @@ def check_vocabulary(snapshot: Snapshot) -> list[Problem]:
     know better than the declaration, and should then declare it.
     """
     from policyctl.engine.modules import COMPUTED, parse_module, route_heads
-    from policyctl.model.config import CONFIG_FILE, route_fields
+    from policyctl.model.config import route_fields
 
     try:
         config = snapshot.config

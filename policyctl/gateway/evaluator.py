@@ -38,6 +38,10 @@ def override_summaries(snap: Snapshot) -> list[dict[str, Any]]:
         except PolicyctlError as exc:
             out.append({"file": path, "mode": "invalid", "error": str(exc)})
             continue
+        except Exception as exc:  # noqa: BLE001 - a header the parser did not foresee is that file's problem, never the status's
+            out.append({"file": path, "mode": "invalid", "error": f"{path}: override_header: cannot be read "
+                        f"({type(exc).__name__})"})
+            continue
         out.append({"file": path, "name": header.name, "mode": "expired" if header.expired(now) else "active",
                     "priority": header.priority, "expires": header.expires.isoformat().replace("+00:00", "Z"),
                     "match": header.match, "doc": header.doc.splitlines()[0] if header.doc else ""})
