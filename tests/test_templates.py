@@ -32,10 +32,15 @@ def mine(lines: list[str]) -> tuple[TemplateMiner, list[int]]:
         ("GET http://gw.local/v1/decide?x=1 done", "GET <*> done"),
         ("at Sun Jul  3 10:05:25 2005 reboot", "at <*> reboot"),
         ("at 2026-03-30T12:00:00Z reboot", "at <*> reboot"),
-        ("cannot read 'notes.txt'", "cannot read '<*>'"),
+        ("cannot read 'q3.parquet'", "cannot read '<*>'"),
+        ("cannot read 'notes.txt'", "cannot read 'notes.txt'"),  # a quoted word is text until it varies
         ('tag="View Lock", held', 'tag="<*>", held'),
         ("enabled=true cached=null", "enabled=<*> cached=<*>"),
         ("sent 1190 bytes (1.16 KB) in 3 s", "sent <*> in <*>"),
+        ("uptime 3600 s (1 hours)", "uptime <*>"),
+        ("Killed process 27154 (ld-linux.so.2).", "Killed process <*> (<*>)."),
+        ("Killed process 28473 (httpd).", "Killed process <*> (httpd)."),
+        ("memory range 0x100000 - 0x1f7f0000 (usable)", "memory range <*> (usable)"),
         ("IRQs 3 4 5 6 7 10 11 12 free", "IRQs <*> free"),
         ("connection from () at noon", "connection from (<*>) at noon"),
         ("  spaced\tout   line ", "spaced out line"),
@@ -174,3 +179,45 @@ def test_hostile_lines_are_mined_like_any_other(line: str) -> None:
     template = miner.template_of(tid)
     assert template.count >= 2
     assert all(len(example) <= 2000 for example in template.examples)
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_a_number_and_its_name_in_parentheses_are_one_statement_whatever_the_name(first: int) -> None:
+    # Issue 17: the name with a digit was masked into the number, the plain one was not, and the
+    # statement split in two.
+    lines = ["Out of Memory: Killed process 27154 (ld-linux.so.2).", "Out of Memory: Killed process 28473 (httpd)."]
+    miner, ids = mine([lines[first], lines[1 - first], "Out of Memory: Killed process 1 (init)."])
+    assert len(set(ids)) == 1
+    assert miner.template_of(ids[0]).text == "Out of Memory: Killed process <*> (<*>)."
+
+
+def test_a_quantity_printed_with_and_without_its_conversion_is_one_statement() -> None:
+    lines = ["close, 0 bytes sent, 0 bytes received", "close, 1190 bytes (1.16 KB) sent, 0 bytes received",
+             "close, 403 bytes sent, 18846 bytes (18.4 KB) received"]
+    _, ids = mine(lines)
+    assert len(set(ids)) == 1
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["BIOS-e820: 0000000000000000 - 000000000009f000 (usable)",
+         "BIOS-e820: 000000000009f000 - 00000000000a0000 (reserved)",
+         "BIOS-e820: 0000000000100000 - 000000001f7f0000 (usable)"],
+        ["Location icon should now be in state 'Active'", "Location icon should now be in state 'Inactive'"],
+    ],
+    ids=["parenthesised-type", "quoted-state"],
+)
+def test_a_word_that_takes_two_values_is_not_masked_by_its_looks(lines: list[str]) -> None:
+    _, ids = mine(lines)
+    assert len(set(ids)) == 2
+
+
+def test_a_slot_of_many_different_constants_is_a_variable() -> None:
+    codes = [f"E_{name}" for name in ["ACCESS", "AGAIN", "BADF", "BUSY", "CHILD", "DOM", "EXIST", "FAULT", "FBIG",
+                                      "INTR", "INVAL", "IO", "ISDIR", "MFILE", "MLINK", "NFILE", "NODEV"]]
+    few, _ = mine([f"write failed: {code} on volume" for code in codes[:4]])
+    many, ids = mine([f"write failed: {code} on volume" for code in codes])
+    assert len(few) == 4  # a few constants are a few outcomes (GET, POST, DELETE)
+    assert len(set(ids)) == 1  # sixteen and more are a value printed as a name
+    assert many.template_of(ids[0]).text == "write failed: <*> on volume"

@@ -4,9 +4,12 @@ Two stages, one default configuration for every kind of log:
 
 1. :func:`mask` replaces what is obviously a value with ``<*>``: any word that
    contains a digit (numbers, ids, hex, versions, addresses and ports), URLs,
-   paths, timestamps, UUIDs, MAC and IPv6 addresses, boolean and null literals,
-   single-word quoted strings and quoted ``key="…"`` values. A run of values
-   (``3 4 5``, ``1190 bytes (1.16 KB)``) becomes one ``<*>``.
+   paths, timestamps, UUIDs, MAC and IPv6 addresses, boolean and null literals
+   and quoted ``key="…"`` values. A quantity with its unit and its conversion
+   to another unit (``1190 bytes (1.16 KB)``) and a run of values (``3 4 5``)
+   become one ``<*>``. Nothing else is masked by its looks alone: a word
+   without a digit (``httpd``, ``'Inactive'``) is a value only when the miner
+   sees it vary.
 2. :class:`TemplateMiner` groups the masked lines. A line that differs from
    one seen before only in its digits, or masks to the same text, costs a dict
    look-up. A masked line not seen before is compared with the templates of
@@ -24,6 +27,10 @@ Two stages, one default configuration for every kind of log:
      upper-case constants (``GET``, ``POST``, ``RUNNING``), inflected verbs
      (``Started``, ``Paused``, ``initializing``), and the first word of a
      message, unless it is a qualified name such as ``com.apple.job.daily``.
+
+Each rule is there because software writes values that way, not because a
+label set groups them so; ``bench/loghub.py`` measures each one by ablation on
+two label sets and on templates held out of tuning.
 
 Template ids are stable handles: ``add`` returns the id of the template that
 covers the line now; when a later line shows that two templates are one, the
@@ -48,39 +55,47 @@ _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?"
 _WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?"
 _HEX4 = r"[0-9A-Fa-f]{1,4}"
 
-# What a value looks like, tried in this order at the start of each word.
-_VALUE_PATTERNS = (
-    # URL
-    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*",
+# What a value looks like, tried in this order at the start of each word;
+# named so that bench/loghub.py can measure each by leaving it out.
+VALUE_PATTERNS: dict[str, str] = {
+    "url": r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*",
     # syslog and ctime timestamps: "Sun Jul  3 10:05:25 2005", "Jul 3 10:05:25"
-    rf"(?:{_WEEKDAY},?\s+)?{_MONTH}\s+\d{{1,2}},?\s+(?:\d{{4}}\s+)?\d{{1,2}}:\d{{2}}"
+    "clock-time": rf"(?:{_WEEKDAY},?\s+)?{_MONTH}\s+\d{{1,2}},?\s+(?:\d{{4}}\s+)?\d{{1,2}}:\d{{2}}"
     r"(?::\d{2}(?:[.,]\d+)?)?(?:\s+(?:[A-Z]{1,3}T|UTC))?(?:\s+\d{4})?" + _AT_WORD_END,
     # MAC address and other colon-separated hex bytes
-    r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){3,15}+(?![\w:])",
+    "mac": r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){3,15}+(?![\w:])",
     # IPv6: hex groups and colons, with a digit among the first 40 characters
-    rf"(?=[0-9A-Fa-f:]{{0,40}}\d)(?:{_HEX4})?(?:::?{_HEX4}){{2,7}}+(?:::)?(?:%\w+)?(?![\w:.])",
+    "ipv6": rf"(?=[0-9A-Fa-f:]{{0,40}}\d)(?:{_HEX4})?(?:::?{_HEX4}){{2,7}}+(?:::)?(?:%\w+)?(?![\w:.])",
     # Unix path, with an optional query string
-    r"(?:~|\.{1,2})?(?:/[\w.@%+~$#*-]+)+/?(?:\?[^\s\"']*)?",
-    # Windows path
-    r"(?:[A-Za-z]:|\\\\[?.])\\[^\s\"'<>|]*",
-    # boolean and null literals
-    r"(?:true|false|null|True|False|Null|TRUE|FALSE|NULL)" + _AT_WORD_END,
+    "unix-path": r"(?:~|\.{1,2})?(?:/[\w.@%+~$#*-]+)+/?(?:\?[^\s\"']*)?",
+    "windows-path": r"(?:[A-Za-z]:|\\\\[?.])\\[^\s\"'<>|]*",
+    "bool-null": r"(?:true|false|null|True|False|Null|TRUE|FALSE|NULL)" + _AT_WORD_END,
     # any other word with a digit: numbers, ids, hex, UUIDs, versions, IPv4
     # addresses, ISO timestamps (their parts join up below)
-    rf"[^{_SEP}\d]*+\d[^{_SEP}]*+",
-)
-_VALUE = re.compile(_AT_WORD_START + "(?:" + "|".join(_VALUE_PATTERNS) + ")")
-# A quoted single word ('q3.parquet', "RILJ_ACK_WL") and a quoted value after
-# "=" (tag="View Lock") are values; a quoted phrase is text and stays.
-_QUOTED_WORD = re.compile(r"(?<![\w\"'])([\"'])[^\s\"']+\1(?!\w)")
+    "digit-word": rf"[^{_SEP}\d]*+\d[^{_SEP}]*+",
+}
+
+
+def value_regex(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex that matches, at the start of a word, a value of any of ``patterns``."""
+    return re.compile(_AT_WORD_START + "(?:" + "|".join(patterns) + ")")
+
+
+_VALUE = value_regex(VALUE_PATTERNS.values())
+# A quoted value after "=" (tag="View Lock") is a value. A quoted word
+# elsewhere ('sparkExecutorActorSystem', 'Inactive') is not masked by its
+# looks: it is as often a constant as a value, and the miner makes it a
+# variable once it varies.
 _QUOTED_VALUE = re.compile(r"=\s*([\"'])[^\"']*\1")
-# A unit after a value belongs to it ("1190 bytes", "0.5 sec."), and so does a
-# second rendering of it in parentheses ("1190 bytes (1.16 KB)").
-_UNIT = re.compile(
-    r"<\*>\s*(?:bytes?|[KMGTP]?i?B|ms|us|ns|s|secs?|seconds?|mins?|minutes?|hours?|days?|%)"
-    r"(?![\w-])\.?"
-)
-_ALTERNATE = re.compile(r"<\*>\s*\(<\*>\)")
+_UNITS = r"(?:bytes?|[KMGTP]?i?B|ms|us|ns|s|secs?|seconds?|mins?|minutes?|hours?|days?|%)"
+# A quantity followed by its conversion to another unit is one value printed
+# twice ("1190 bytes (1.16 KB)", "3600 s (1 hours)"); a program prints the
+# second form only for some values ("0 bytes" has none). Only a quantity: a
+# number followed by a parenthesised name ("27154 (httpd)", "0 (usable)") is
+# left to the miner, which treats both parts alike.
+_CONVERSION = re.compile(rf"<\*>\s*{_UNITS}\s*\(\s*<\*>\s*{_UNITS}\s*\)")
+# A unit after a value belongs to it ("1190 bytes", "0.5 sec.").
+_UNIT = re.compile(rf"<\*>\s*{_UNITS}(?![\w-])\.?")
 # Values separated only by spaces or punctuation are one value of variable
 # length: "3 4 5", "2005-07-03 10:05:25", "10.0.0.1:80".
 _RUN = re.compile(r"<\*>(?:[\s.,:;/_#@|~+-]*<\*>)+")
@@ -91,15 +106,14 @@ def mask(line: str) -> str:
     """Return ``line`` with its variable parts replaced by ``<*>`` and spaces normalised."""
     if '"' in line or "'" in line:
         line = _QUOTED_VALUE.sub(r"=\1<*>\1", line)
-        line = _QUOTED_WORD.sub(r"\1<*>\1", line)
     line = _VALUE.sub(WILDCARD, line)
     for empty, filled in _EMPTY:
         if empty in line:
             # An empty value is still a value: "()" where others print "(host)".
             line = line.replace(empty, filled)
     if WILDCARD in line:
+        line = _CONVERSION.sub(WILDCARD, line)
         line = _UNIT.sub(WILDCARD, line)
-        line = _ALTERNATE.sub(WILDCARD, line)
         line = _RUN.sub(WILDCARD, line)
     return " ".join(line.split())
 
@@ -126,6 +140,8 @@ _HAS_LETTER = re.compile(r"[A-Za-z]")
 # variable; so is one with many values that look like constants.
 _VALUES_FOR_VARIABLE = 3
 _MANY_VALUES = 16
+# A line takes a form's longer values only when both share this many fixed words.
+_MIN_WORDS_TO_ABSORB = 2
 _MAX_EXAMPLES = 3
 _MAX_EXAMPLE_CHARS = 2000
 _MAX_SEEN_BYTES = 4096
@@ -141,6 +157,11 @@ def _can_vary(word: str) -> bool:
         or _CONSTANT.fullmatch(word) is not None
         or _INFLECTED.fullmatch(word) is not None
     )
+
+
+def _takes_value(word: str, token: str) -> bool:
+    """Whether a form's ``word`` is a variable because a line has a value (``<*>``) in its place."""
+    return token == WILDCARD and word not in _SEPARATORS
 
 
 def _chunks(tokens: list[str]) -> list[tuple[str, ...]]:
@@ -309,8 +330,7 @@ class TemplateMiner:
             if slot == -1:
                 return tid
             if slot >= 0:
-                if tokens[slot] == WILDCARD and have[slot] not in _SEPARATORS:
-                    # The line has a value where the form has a word: a variable slot.
+                if _takes_value(have[slot], tokens[slot]):
                     self._generalise(tid, slot, self._slot_values.pop((tid, slot), {}).values())
                     return tid
                 if slot != lead and have[slot] not in _SEPARATORS and tokens[slot] not in _SEPARATORS:
@@ -344,7 +364,7 @@ class TemplateMiner:
         chunks = _chunks(tokens)
         shape = _shape(chunks)
         words = sum(1 for c in shape if c != (WILDCARD,) and any(_HAS_LETTER.search(t) for t in c))
-        if words < 2:  # too little fixed text to tell statements apart
+        if words < _MIN_WORDS_TO_ABSORB:  # too little fixed text to tell statements apart
             return None
         for tid in self._by_shape.get(shape, []):
             merged: list[tuple[str, ...]] = []
