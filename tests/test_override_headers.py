@@ -27,8 +27,7 @@ from policyctl.errors import PolicyctlError, ValidationError
 from policyctl.gateway.evaluator import override_summaries
 from policyctl.model.records import MAX_OVERRIDE_BYTES, OVERRIDE_HEADER_CODES, parse_override_header
 from policyctl.repo import Snapshot, snapshot
-from policyctl.sandbox import OverrideSet, SandboxCompileError
-from policyctl.sandbox.limits import MAX_SOURCE_BYTES
+from policyctl.sandbox import MAX_SOURCE_BYTES, OverrideSet, SandboxCompileError
 
 SOON = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 BIG = 4 * 1024 * 1024
@@ -223,6 +222,7 @@ def test_every_code_check_reports_is_a_documented_one(checked: tuple[int, str]) 
 
 
 def test_the_size_cap_is_the_sandbox_s() -> None:
+    # two definitions (the override worker does not import the model): one figure
     assert MAX_OVERRIDE_BYTES == MAX_SOURCE_BYTES
 
 
@@ -276,13 +276,14 @@ def test_the_gateway_build_refuses_a_bad_header_with_its_line_and_never_fails_in
         defects: Path, opened: list[OverrideSet], case: str) -> None:
     snap = _only(snapshot(defects, "HEAD"), case)
     line = next((_line(d[1], d[2]) for d in DEFECTS if d[0] == case), None)
+    code = next((d[3] for d in DEFECTS if d[0] == case), "override_header")
     summary = override_summaries(snap)  # what `gateway status` shows
     assert len(summary) == 1
     orjson.dumps(summary)  # encodable for the status, whatever the header held
     try:
         revision = build_revision(snap, verify=True)
     except SandboxCompileError as exc:
-        assert f"overrides/{case}.py:{line}: override_header: " in exc.message
+        assert f"overrides/{case}.py:{line}: {code}: " in exc.message  # the same code `check` reports
         assert summary[0]["mode"] == "invalid" and f"overrides/{case}.py:{line}: " in summary[0]["error"]
     else:  # what only `policyctl check` refuses (past the horizon, the TODO docstring) still serves
         if isinstance(revision.pipeline.overrides, OverrideSet):
@@ -298,7 +299,7 @@ def test_policyctl_override_test_reports_an_overflowing_expiry_as_an_error(
     status = main(["override", "test", "overrides/expires_overflow.py", "--repo", str(defects), "--input",
                    str(input_file)])
     assert status == 1  # not 3: no OverflowError reaches the top-level handler
-    assert "overrides/expires_overflow.py:4: error: override_header: OVERRIDE.expires" in capsys.readouterr().err
+    assert "overrides/expires_overflow.py:4: error: override_expires: OVERRIDE.expires" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------- fuzzing the header's values

@@ -206,7 +206,7 @@ def test_a_bad_header_makes_the_revision_unservable(repo: Path) -> None:
     write(repo, "overrides/late.py", '"""No expiry."""\nOVERRIDE = {"match": {}, "priority": 1}\n\n'
           'def decide(input):\n    return None\n')
     commit(repo)
-    with pytest.raises(SandboxCompileError, match=r"overrides/late.py:2: override_header: .*expires"):
+    with pytest.raises(SandboxCompileError, match=r"overrides/late.py:2: override_expires: .*expires"):
         load_overrides(snapshot(repo, "HEAD"))
 
 

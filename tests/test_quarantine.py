@@ -191,6 +191,10 @@ def test_a_spinning_override_is_quarantined_by_the_gateway_until_the_next_commit
     assert listed["overrides/spin.py"]["mode"] == "quarantined"
     text = format_status(gw.status())
     assert "override quarantined overrides/spin.py" in text and "quarantined: 2 failures (sandbox_timeout)" in text
+    # the override workers' kernel wall, as `gateway status` shows it (this machine has all three)
+    wall = gw.status()["active"]["sandbox_wall"]
+    assert wall["complete"] and wall["seccomp"] and wall["no_new_privs"] and wall["landlock_abi"], wall
+    assert "seccomp filter, Landlock ABI" in text and "MISSING" not in text
     assert metric(gw.metrics(), 'policyctl_gateway_overrides_quarantined{override="spin",file="overrides/spin.py",'
                                 'code="sandbox_timeout"}') == 1
     # The budget, not the override's own 2 s, bounded each call; the quarantine is said on stderr.

@@ -55,6 +55,9 @@ def script(body: str) -> str:
 @pytest.mark.parametrize(("source", "line", "needle"), [
     ("import os\ndef decide(input):\n    return None\n", 1, "imports are not allowed"),
     ("from os import path\ndef decide(input):\n    return None\n", 1, "imports are not allowed"),
+    ("import math\nimport json\ndef decide(input):\n    return None\n", 2, "except `import math`"),
+    ("from math import *\ndef decide(input):\n    return None\n", 1, "`from math import *` is not allowed"),
+    ("from math import system\ndef decide(input):\n    return None\n", 1, "math.system is not available"),
     ("def decide(input):\n    return open('/etc/passwd').read()\n", 2, "'open' is not available"),
     ("def decide(input):\n    exec('x = 1')\n", 2, "Exec calls are not allowed"),
     ("def decide(input):\n    return eval('1')\n", 2, "Eval calls are not allowed"),
@@ -169,6 +172,23 @@ def decide(input):
         return {"action": "deny", "params": {}}
     return {"action": "allow", "params": {"score": score, "mb": megabytes(size), "ratio": 7 // 2 + 0.5}}
 ''', ACTION, {"action": "allow", "params": {"score": 8 + 200 % 7 + 1 + 6, "mb": 0.001, "ratio": 3.5}}),
+    ("weighted scores with math", '''
+import math
+from math import log2
+
+def score(agent):
+    return math.sqrt(agent["priority"]) * 10 + log2(len(agent["id"]))
+
+def decide(input):
+    scores = {a["id"]: score(a) for a in input["agents"]}
+    ranked = sorted(scores, key=lambda i: (-scores[i], i))
+    spread = math.fsum(scores.values()) / len(scores)
+    note = "%s leads by %.1f (mean %.2f)" % (ranked[0], scores[ranked[0]] - scores[ranked[1]], spread)
+    return {"action": "arbitrate", "params": {"winner": ranked[0], "order": ranked,
+                                              "note": note, "top": math.floor(scores[ranked[0]])}}
+''', CONFLICT, {"action": "arbitrate",
+                "params": {"winner": "backup-1", "order": ["backup-1", "deploy-1", "deploy-2"],
+                           "note": "backup-1 leads by 9.3 (mean 28.45)", "top": 34}}),
     ("no opinion", '''
 def decide(input):
     if input["kind"] != "conflict":

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from policyctl.sandbox import (
@@ -30,6 +31,8 @@ from policyctl.sandbox import (
 )
 from policyctl.sandbox.guards import Refused, RunContext, make_globals
 from policyctl.sandbox.limits import MAX_MESSAGE_CHARS
+from policyctl.sandbox.render import scrub_addresses
+from policyctl.sandbox.worker import encode_response
 
 INPUT: dict[str, Any] = {
     "kind": "conflict",
@@ -156,6 +159,28 @@ ATTACKS = [
     Attack("base-exception", fn("raise BaseException('out')"), OverrideRuntimeError),
     Attack("generator-exit", fn("raise GeneratorExit"), OverrideRuntimeError),
     Attack("huge-exception-message", fn('raise ValueError("x" * 10**7)'), OverrideRuntimeError),
+    # --- math: its pure functions by name, nothing behind them
+    Attack("math-dunder", "import math\n" + fn("return math.__dict__"), SandboxCompileError),
+    Attack("math-function-self", "import math\n" + fn("return math.sqrt.__self__"), SandboxCompileError),
+    Attack("math-unknown-attribute", "import math\n" + fn("return math.sys"), SandboxViolation),
+    Attack("math-function-attribute", "import math\n" + fn("return math.sqrt.x"), SandboxViolation),
+    Attack("math-write", "import math\n" + fn("math.sqrt = len"), SandboxViolation),
+    Attack("math-iterate", "import math\n" + fn("for x in math:\n    pass"), SandboxViolation),
+    Attack("math-fsum-iterates-through-the-guard", "import math\n" + fn("return math.fsum(decide)"),
+           SandboxViolation),
+    Attack("from-math-import-unknown", "from math import sys\n" + fn("return None"), SandboxCompileError),
+    Attack("from-math-import-star", "from math import *\n" + fn("return None"), SandboxCompileError),
+    Attack("import-math-submodule", "import math.os\n" + fn("return None"), SandboxCompileError),
+    Attack("import-relative-math", "from .math import sqrt\n" + fn("return None"), SandboxCompileError),
+    Attack("import-another-module-with-math", "import math, os\n" + fn("return None"), SandboxCompileError),
+    Attack("math-huge-factorial", "import math\n" + fn("return math.factorial(10**7)"),
+           (SandboxTimeout, SandboxLimitError)),
+    # --- the `str` scripts get stands in for the type, and hands out nothing more
+    Attack("str-stand-in-dunder", fn("return str.__call__"), SandboxCompileError),
+    Attack("str-stand-in-mro", fn("return str.mro()"), SandboxViolation),
+    Attack("str-stand-in-format", fn('return str.format("{0.__class__}", input)'), SandboxViolation),
+    Attack("str-stand-in-iterate", fn("for x in str:\n    pass"), SandboxViolation),
+    Attack("str-stand-in-write", fn("str.lower = len"), SandboxViolation),
 ]
 
 
@@ -264,3 +289,124 @@ def test_the_runtime_guards_refuse_even_what_the_compile_wall_stops_first(call: 
     with pytest.raises(Refused):
         guard(*args)
     assert ctx.violations
+
+
+# -------------------------------------------------------------------- text: no addresses, no interpreter objects
+
+MATH = "import math\n"
+RENDERINGS: list[tuple[str, str, str, Any]] = [
+    # id, statements before, expression, what the script gets
+    ("repr-function", "", "repr(decide)", "<function decide>"),
+    ("str-function", "", "str(decide)", "<function decide>"),
+    ("repr-lambda", "", "repr(lambda: 1)", "<function <lambda>>"),
+    ("repr-nested-function", "def inner():\n    pass", "repr(inner)", "<function inner>"),
+    ("repr-generator", "", "repr(x for x in [1])", "<generator>"),
+    ("str-generator", "", "str(x for x in [1])", "<generator>"),
+    ("repr-builtin", "", "repr(len)", "<built-in function len>"),
+    ("repr-wrapped-builtin", "", "[repr(sorted), repr(min), repr(repr)]",
+     ["<built-in function sorted>", "<built-in function min>", "<built-in function repr>"]),
+    ("repr-print", "", "repr(print)", "<built-in function print>"),
+    ("repr-bound-method", "", "repr([].append)", "<built-in method append>"),
+    ("repr-dict-method", "", "repr(input.get)", "<built-in method get>"),
+    ("repr-unbound-method", "", "repr(str.lower)", "<built-in method lower>"),
+    ("repr-type", "", "[repr(dict), str(int), repr(str), repr(ValueError)]",
+     ["<type dict>", "<type int>", "<type str>", "<type ValueError>"]),
+    ("repr-math", MATH, "[repr(math), repr(math.sqrt), repr(math.fsum)]",
+     ["<module 'math'>", "<built-in function sqrt>", "<built-in function fsum>"]),
+    ("repr-iterators", "", "[repr(enumerate([])), repr(zip([1])), repr(input.keys())]",
+     ["<enumerate object>", "<zip object>", "dict_keys(['kind', 'agents', 'resource', 'context'])"]),
+    ("repr-nested", "", "repr([decide, {'k': (len,)}, {decide}])",
+     "[<function decide>, {'k': (<built-in function len>,)}, {<function decide>}]"),
+    ("repr-cycle", "x = [decide]\nx.append(x)", "repr(x)", "[<function decide>, [...]]"),
+    ("f-string", "", 'f"{decide}|{decide!r}|{decide!s}|{decide!a}"',
+     "<function decide>|<function decide>|<function decide>|<function decide>"),
+    ("f-string-spec", "w = 20", 'f"{decide:>20}|{len!r:<{w}}|"', "   <function decide>|<built-in function len>|"),
+    ("f-string-containers", "", 'f"{[decide]} {(x for x in [])} {dict}"', "[<function decide>] <generator> <type dict>"),
+    ("percent", "", '"%s %r" % (decide, len)', "<function decide> <built-in function len>"),
+    ("percent-single", "", '"%s" % decide', "<function decide>"),
+    ("percent-mapping", "", '"%(f)s" % {"f": decide}', "<function decide>"),
+    ("percent-containers", "", '"%s %s" % ([decide], {"f": sorted})',
+     "[<function decide>] {'f': <built-in function sorted>}"),
+    ("percent-inplace", 's = "%s!"\ns %= decide', "s", "<function decide>!"),
+    ("exception-args", "", "[str(KeyError(decide)), repr(ValueError(decide, 1)), str(ValueError(decide))]",
+     ["<function decide>", "ValueError(<function decide>, 1)", "<function decide>"]),
+    ("c-written-message", "try:\n    [].index(decide)\nexcept ValueError as e:\n    err = e",
+     "[str(err), repr(err), err.args[0], f'{err}', '%s' % err]",
+     ["<function decide> is not in list", "ValueError('<function decide> is not in list')",
+      "<function decide> is not in list", "<function decide> is not in list", "<function decide> is not in list"]),
+    # Plain data is written exactly as Python writes it.
+    ("plain-data", "", "repr({'a': [1, 2.5, None, True, 'x<y', (1,)], 'b': set(), 'c': frozenset([2])})",
+     "{'a': [1, 2.5, None, True, 'x<y', (1,)], 'b': set(), 'c': frozenset({2})}"),
+    ("plain-range", "", "[repr(range(3)), str(range(1, 4, 2))]", ["range(0, 3)", "range(1, 4, 2)"]),
+    ("plain-formats", "", '"%.2f|%05d|%-3s|%x|%r" % (3.14159, 42, "x", 255, "q") + f"|{2.5:.1%}|{7:b}|{None}|{True}"',
+     "3.14|00042|x  |ff|'q'|250.0%|111|None|True"),
+    ("plain-modulo", "", "[7 % 3, -7 % 3, 7.5 % 2, input['resource']['port'] % 5]", [1, 2, 1.5, 2]),
+    ("hex-stays-hex", "", "[hex(255), '0x%x' % 255]", ["0xff", "0xff"]),
+    ("str-of-values", "", "str(12) + str(1.5) + str(True) + str(None) + str() + str(object='!')", "121.5TrueNone!"),
+    ("str-decodes-bytes", "", "str('é'.encode(), 'utf-8') + str(b'ab')", "éb'ab'"),
+    ("isinstance-str", "", "[isinstance('a', str), isinstance(1, (str, int)), isinstance(1, str)]",
+     [True, True, False]),
+    ("str-methods", "", "str.upper('a') + str.join('-', ['a', 'b'])", "Aa-b"),
+    ("sorted-key-str", "", "sorted([10, 9, 100], key=str)", [10, 100, 9]),
+]
+
+
+@pytest.mark.parametrize(("setup", "expression", "expected"), [c[1:] for c in RENDERINGS],
+                         ids=[c[0] for c in RENDERINGS])
+def test_text_of_internals_shows_no_address(setup: str, expression: str, expected: Any) -> None:
+    prelude = MATH if setup == MATH else ""
+    body = ("" if setup == MATH else setup + "\n") + f'return {{"action": "allow", "params": {{"text": {expression}}}}}'
+    decision = run_override(prelude + fn(body), INPUT, 2.0)
+    assert decision is not None
+    assert decision["params"]["text"] == expected
+    if "hex" not in expression:
+        assert "0x" not in orjson.dumps(decision).decode()
+
+
+def test_print_shows_no_address() -> None:
+    run = run_override_traced(fn("print(decide, len, [decide], input.get, (x for x in []))\nreturn None"),
+                              INPUT, 2.0)
+    assert run.printed == "<function decide> <built-in function len> [<function decide>] <built-in method get> " \
+                          "<generator>\n"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("raise ValueError(decide)", "ValueError: <function decide>"),
+    ("return input[decide]", "KeyError: <function decide>"),
+    ("return [].index(decide)", "ValueError: <function decide> is not in list"),
+    ("return {}.pop(sorted)", "KeyError: <built-in function sorted>"),
+])
+def test_error_messages_show_no_address(body: str, message: str) -> None:
+    with pytest.raises(OverrideRuntimeError) as info:
+        run_override(fn(body), INPUT, 2.0)
+    assert message in info.value.message
+    assert "0x" not in info.value.message
+
+
+def test_the_boundary_scrubs_whatever_slipped_through() -> None:
+    """The last line, on its own: a response holding CPython's default reprs leaves the worker without addresses."""
+    leaked = {"ok": True, "printed": f"{len!r} {object()!r}",
+              "result": {"action": "allow", "params": {"f": repr(test_the_boundary_scrubs_whatever_slipped_through),
+                                                       f"{object()!r}": [repr([].append)], "hex": "0xff"}}}
+    assert " at 0x" in orjson.dumps(leaked).decode()
+    body = encode_response(leaked, walls=True)
+    text = body.decode()
+    assert " at 0x" not in text and "0xff" in text
+    clean = orjson.loads(body)
+    assert clean["result"]["params"]["f"] == "<function test_the_boundary_scrubs_whatever_slipped_through>"
+    assert clean["printed"] == "<built-in function len> <object object>"
+    assert scrub_addresses("<frame at 0x7f00deadbeef, file 'x', line 1>") == "<frame, file 'x', line 1>"
+
+
+def test_math_is_importable_in_every_form() -> None:
+    source = ("import math\nimport math as m\nfrom math import sqrt, pi as PI\n"
+              + fn("inner_import = 1\n"
+                   "return {'action': 'allow', 'params': {'v': [math.sqrt(16), m.floor(2.7), sqrt(9), PI == math.pi,"
+                   " math.isclose(0.1 + 0.2, 0.3), math.fsum([0.1] * 10), math.prod([1, 2, 3]), math.log(math.e),"
+                   " math.ceil(1.1), math.dist([0, 0], [3, 4]), math.isinf(math.inf), math.isnan(math.nan),"
+                   " math.gcd(12, 18), round(math.tau, 2)]}}"))
+    decision = run_override(source, INPUT, 2.0)
+    assert decision is not None
+    assert decision["params"]["v"] == [4.0, 2, 3.0, True, True, 1.0, 6, 1.0, 2, 5.0, True, True, 6, 6.28]
+    inside = fn("import math\nreturn {'action': 'allow', 'params': {'r': math.sqrt(4)}}")
+    assert run_override(inside, INPUT, 2.0) == {"action": "allow", "params": {"r": 2.0}}

@@ -194,6 +194,9 @@ class Evaluator:
             "fixtures": len(revision.fixtures),
             "fixtures_passed": sum(1 for r in revision.fixture_results if r.passed),
             "timing": timing,
+            # the override workers' kernel wall (seccomp, Landlock, no_new_privs): what this worker's
+            # sandbox workers locked, or what the kernel would let them lock when none has started
+            "sandbox_wall": _sandbox_wall(),
         }
 
     def drop(self, rev: str) -> dict[str, Any]:
@@ -208,6 +211,15 @@ class Evaluator:
     def close(self) -> None:
         for rev in list(self.revisions):
             self.drop(rev)
+
+
+def _sandbox_wall() -> dict[str, Any]:
+    try:
+        from policyctl.sandbox.wall import describe
+
+        return describe()
+    except Exception as exc:  # noqa: BLE001 - a status field must not fail a load
+        return {"complete": False, "source": "error", "error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
 def _failure(exc: PolicyctlError) -> dict[str, Any]:

@@ -42,7 +42,8 @@ class ServedRevision:
         return {"revision": self.id, "subject": self.subject, "committed_at": detail.get("committed_at"),
                 "loaded_at": _iso(self.loaded_at), "build_s": round(self.build_s, 3),
                 "policies": detail.get("policies", []), "overrides": detail.get("overrides", []),
-                "fixtures": detail.get("fixtures", 0), "fixtures_passed": detail.get("fixtures_passed", 0)}
+                "fixtures": detail.get("fixtures", 0), "fixtures_passed": detail.get("fixtures_passed", 0),
+                "sandbox_wall": detail.get("sandbox_wall")}
 
 
 @dataclass

@@ -85,6 +85,9 @@ def format_status(status: dict[str, Any], url: str = "") -> str:
     if fetch:
         lines.append(f"  fetch     {status.get('remote')} every {status.get('poll_s')} s: {fetch['ok']} ok, "
                      f"{fetch['failed']} failed" + (f"; last error: {fetch['last_error']}" if fetch.get("last_error") else ""))
+    wall = (active or {}).get("sandbox_wall")
+    if wall:
+        lines.append(f"  sandbox   {_wall_line(wall)}")
     workers = status.get("workers") or {}
     restarts = sum((workers.get("restarts") or {}).values())
     lines.append(f"  workers   {workers.get('ready')}/{workers.get('count')} ready, {workers.get('timeouts', 0)} "
@@ -109,3 +112,16 @@ def format_status(status: dict[str, Any], url: str = "") -> str:
                 lines.append(f"      quarantined: {q.get('count')} failures ({q.get('code')}), "
                              f"first {q.get('first')}, last {q.get('last')}; the policies decide its inputs")
     return "\n".join(lines) + "\n"
+
+
+def _wall_line(wall: dict[str, Any]) -> str:
+    """The override workers' kernel wall in one line: which mechanisms hold, and what is missing."""
+    held = [name for name, on in (("seccomp filter", wall.get("seccomp")),
+                                  (f"Landlock ABI {wall.get('landlock_abi')}", wall.get("landlock_abi")),
+                                  ("no_new_privs", wall.get("no_new_privs"))) if on]
+    seen = "locked by the override workers" if wall.get("source") == "worker" else "available (no override worker yet)"
+    line = f"{', '.join(held) or 'no kernel mechanism'} {seen}"
+    missing = wall.get("missing") or {}
+    if missing:
+        line += "; MISSING: " + "; ".join(f"{k} ({v})" for k, v in sorted(missing.items()))
+    return line + f" [kernel {wall.get('kernel', '?')}]"

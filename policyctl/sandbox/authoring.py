@@ -49,7 +49,8 @@ def scaffold_override(root: Path, name: str, *, now: datetime, days: int = 7, pr
                       force: bool = False) -> list[Path]:
     """Write overrides/<name>.py (expiring `days` out) and its fixture file; return both paths.
 
-    The scaffold passes `policyctl check` as it is and matches no real traffic until edited.
+    The scaffold matches no real traffic until edited, and `policyctl check` refuses it until its
+    TODO docstring says why the override exists.
     """
     if not NAME.match(name):
         raise InputError(f"{name!r} is not a valid override name: use lowercase letters, digits and _, "
@@ -124,9 +125,7 @@ def try_override(source: str, input: dict[str, Any], *, file: str, now: datetime
     try:
         trial.header = parse_override_header(source, file=file)
     except ValidationError as exc:
-        where, _, line = exc.where.partition(":")
-        trial.problems.append(Problem(where or file, f"{exc.path + ': ' if exc.path else ''}{exc.detail}",
-                                      code="override_header", line=int(line) if line.isdigit() else None))
+        trial.problems.append(exc.problem(file))  # its own code: override_expires, override_priority, …
     except PolicyctlError as exc:
         trial.problems.append(Problem(file, exc.message, code="override_header"))
     trial.problems.extend(compile_problems(source, file=file))

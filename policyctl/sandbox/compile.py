@@ -7,10 +7,12 @@ import re
 from functools import lru_cache
 from types import CodeType
 
-from RestrictedPython import compile_restricted_exec
+from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
+from RestrictedPython.transformer import copy_locations
 
 from policyctl.errors import Problem
 from policyctl.sandbox.errors import SandboxCompileError
+from policyctl.sandbox.guards import MATH_NAMES
 from policyctl.sandbox.limits import MAX_SOURCE_BYTES
 
 CODE = "override_compile"
@@ -26,6 +28,41 @@ UNAVAILABLE = frozenset({
 })
 
 _RP_LINE = re.compile(r"^Line (\d+|None): (.*)$", re.DOTALL)
+
+# The one module a script may import (policyctl.sandbox.guards hands out its pure part).
+IMPORTABLE = "math"
+
+
+class OverrideTransformer(RestrictingNodeTransformer):
+    """RestrictedPython's policy, plus text rendering routed through the guards.
+
+    CPython formats f-string placeholders (FORMAT_VALUE) and `%` on strings (BINARY_OP) in
+    C, calling an object's default repr without any guard in between, so both are rewritten
+    here: `f"{x!r:>10}"` becomes `f"{_format_(x, 114, '>10')}"` and `a % b` becomes
+    `_mod_(a, b)`, which render through `policyctl.sandbox.render` (no addresses).
+    """
+
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
+        node = self.node_contents_visit(node)
+        spec: ast.expr = node.format_spec if node.format_spec is not None else ast.Constant("")
+        call = ast.Call(func=ast.Name("_format_", ast.Load()), args=[node.value, ast.Constant(node.conversion), spec],
+                        keywords=[])
+        copy_locations(call, node)
+        new = ast.FormattedValue(value=call, conversion=-1, format_spec=None)
+        copy_locations(new, node)
+        return new
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        node = self.node_contents_visit(node)
+        if not isinstance(node.op, ast.Mod) or _is_number(node.left):
+            return node
+        call = ast.Call(func=ast.Name("_mod_", ast.Load()), args=[node.left, node.right], keywords=[])
+        copy_locations(call, node)
+        return call
+
+
+def _is_number(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float)
 
 
 def compile_problems(source: str, *, file: str) -> list[Problem]:
@@ -71,7 +108,7 @@ def _check(source: str, file: str) -> tuple[list[Problem], CodeType | None]:
     code: CodeType | None = None
     try:
         # RestrictedPython parses again and transforms its own tree; ours stays untouched.
-        result = compile_restricted_exec(source, filename=file)
+        result = compile_restricted_exec(source, filename=file, policy=OverrideTransformer)
     except (RecursionError, MemoryError, ValueError, SyntaxError) as exc:
         why = "expressions are nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
         problems.append(Problem(file, f"cannot be compiled: {why}", code=CODE))
@@ -100,8 +137,9 @@ def _rule_problems(tree: ast.Module, file: str) -> list[Problem]:
     bound = _bound_names(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
-            add(node, "imports are not allowed in overrides: the sandbox offers no modules "
-                      "(use the builtins: len, sorted, min, max, sum, any, all, …)")
+            problem = _import_problem(node)
+            if problem:
+                add(node, problem)
         elif isinstance(node, ast.ClassDef):
             add(node, f"class {node.name}: class definitions are not allowed in overrides; "
                       "use dicts and lists")
@@ -124,6 +162,22 @@ def _rule_problems(tree: ast.Module, file: str) -> list[Problem]:
         if fn.decorator_list:
             add(fn, "decide must not be decorated")
     return problems
+
+
+def _import_problem(node: ast.Import | ast.ImportFrom) -> str | None:
+    """Why an import is refused, or None for `import math [as m]` and `from math import NAME [as n], …`."""
+    modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+    if any(m != IMPORTABLE for m in modules) or (isinstance(node, ast.ImportFrom) and node.level):
+        return (f"imports are not allowed in overrides, except `import {IMPORTABLE}`: the sandbox offers no "
+                "other modules (use the builtins: len, sorted, min, max, sum, any, all, …)")
+    if isinstance(node, ast.ImportFrom):
+        for alias in node.names:
+            if alias.name == "*":
+                return f"`from {IMPORTABLE} import *` is not allowed in overrides: import the names you use"
+            if alias.name not in MATH_NAMES:
+                return (f"{IMPORTABLE}.{alias.name} is not available in overrides (the sandbox offers math's "
+                        "pure functions and constants: sqrt, log, exp, floor, ceil, fsum, isclose, pi, …)")
+    return None
 
 
 def _bound_names(tree: ast.Module) -> set[str]:

@@ -19,6 +19,7 @@ from policyctl.sandbox.errors import (
 )
 from policyctl.sandbox.guards import OutputExceeded, RunContext, make_globals
 from policyctl.sandbox.limits import MAX_MESSAGE_CHARS
+from policyctl.sandbox.render import safe_str
 from policyctl.sandbox.result import check_plain
 
 
@@ -90,7 +91,7 @@ def _script_line(exc: BaseException, file: str) -> int | None:
 
 def _message(exc: BaseException) -> str:
     try:
-        text = str(exc)
+        text = safe_str(exc)  # KeyError(decide) would show the worker's heap address
     except BaseException:  # noqa: BLE001 - a message that cannot be rendered is not worth failing over
         text = "(unprintable)"
     return _cut(text)

@@ -10,6 +10,7 @@ that fails the run even if the script catches the exception.
 
 from __future__ import annotations
 
+import math
 import operator
 import sys
 import types
@@ -24,6 +25,28 @@ from RestrictedPython.Guards import (
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 from policyctl.sandbox.limits import MAX_PRINT_CHARS
+from policyctl.sandbox.render import (
+    SCRIPT_MODULE,
+    SCRIPT_STR,
+    ScriptMath,
+    safe_format,
+    safe_mod,
+    safe_repr,
+    safe_str,
+    scrubbed_args,
+)
+
+# `import math`: its pure functions and constants. Nothing of it touches the process; the
+# ones that can run long in C (factorial, comb, perm, isqrt of huge numbers) are bounded by
+# the deadline and the memory limit like `10**10**9`. fsum, prod and dist iterate in C, so
+# scripts get wrappers that iterate through the guard (below).
+MATH_NAMES: frozenset[str] = frozenset(name for name in (
+    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "cbrt", "ceil", "comb", "copysign", "cos",
+    "cosh", "degrees", "dist", "e", "erf", "erfc", "exp", "exp2", "expm1", "fabs", "factorial", "floor",
+    "fmod", "frexp", "fsum", "gamma", "gcd", "hypot", "inf", "isclose", "isfinite", "isinf", "isnan",
+    "isqrt", "lcm", "ldexp", "lgamma", "log", "log10", "log1p", "log2", "modf", "nan", "nextafter", "perm",
+    "pi", "pow", "prod", "radians", "remainder", "sin", "sinh", "sqrt", "tan", "tanh", "tau", "trunc", "ulp",
+) if hasattr(math, name))
 
 # Plain data and the few builtin objects scripts get from it. Attribute access on anything
 # else (functions, builtins, iterators, modules, frames) is refused outright.
@@ -33,6 +56,7 @@ _TYPE_OBJECTS: frozenset[type] = frozenset({str, dict, list, tuple, set, frozens
 _RECEIVER_ATTRS: dict[type, frozenset[str]] = {
     types.GeneratorType: frozenset({"send", "throw", "close"}),
     **{view: frozenset({"isdisjoint"}) for view in _DICT_VIEWS},
+    ScriptMath: MATH_NAMES,
 }
 # Iterating anything else (a type, a function) is refused: there is nothing a script should find there.
 _ITERABLE: frozenset[type] = frozenset({*_DATA_TYPES, *_DICT_VIEWS, types.GeneratorType, enumerate, zip})
@@ -120,8 +144,8 @@ class _PrintCollector:
             raise self._ctx.refuse("print(file=...) is not allowed: output goes to the run's log")
         if (sep is not None and type(sep) is not str) or (end is not None and type(end) is not str):
             raise TypeError("sep and end must be strings")
-        # str() of builtin values only: scripts cannot define classes, so no __str__ of theirs runs.
-        text = (" " if sep is None else sep).join(str(o) for o in objects) + ("\n" if end is None else end)
+        # Scripts cannot define classes, so no __str__ of theirs runs; safe_str shows no addresses.
+        text = (" " if sep is None else sep).join(safe_str(o) for o in objects) + ("\n" if end is None else end)
         self._ctx.take_print(text)
         self._own.append(text)
 
@@ -134,6 +158,8 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
             raise ctx.refuse("attribute names must be plain strings")
         if name.startswith("_") or name in INSPECT_ATTRIBUTES or name in _DENIED_ATTRS:
             raise ctx.refuse(f"attribute {name!r} is not allowed in overrides")
+        if ob is SCRIPT_STR:
+            ob = str  # `str.lower`, `str.join`: the real type's methods
         t = type(ob)
         if t is type:
             if ob not in _TYPE_OBJECTS:
@@ -145,7 +171,10 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
             if allowed is None or name not in allowed:
                 raise ctx.refuse(f"attribute {name!r} of a {t.__name__} is not allowed in overrides")
         # RestrictedPython's own checks once more, as a second opinion.
-        return safer_getattr_raise(ob, name) if default is _MISSING else safer_getattr_raise(ob, name, default)
+        value = safer_getattr_raise(ob, name) if default is _MISSING else safer_getattr_raise(ob, name, default)
+        if name == "args" and isinstance(ob, BaseException):
+            return scrubbed_args(ob)  # C code writes objects' default reprs into messages
+        return value
 
     def guarded_getitem(ob: Any, index: Any) -> Any:
         if type(ob) not in _SUBSCRIPTABLE:
@@ -167,7 +196,7 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
         fn = _INPLACE.get(op)
         if fn is None or type(x) not in _INPLACE_TYPES:
             raise ctx.refuse(f"{op} on a {type(x).__name__} is not allowed in overrides")
-        return fn(x, y)
+        return safe_mod(x, y) if op == "%=" else fn(x, y)
 
     def apply(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return f(*args, **kwargs)
@@ -209,19 +238,44 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
         wrapper.__name__ = fn.__name__
         return wrapper
 
+    def fsum_(iterable: Iterable[Any], /) -> float:
+        return math.fsum(guarded_iter(iterable))
+
+    def prod_(iterable: Iterable[Any], /, *, start: Any = 1) -> Any:
+        return math.prod(guarded_iter(iterable), start=start)
+
+    def dist_(p: Iterable[Any], q: Iterable[Any], /) -> float:
+        return math.dist(tuple(guarded_iter(p)), tuple(guarded_iter(q)))
+
+    def repr_(obj: Any, /) -> str:
+        return safe_repr(obj)
+
+    wrapped_math = {"fsum": fsum_, "prod": prod_, "dist": dist_}
+    script_math = ScriptMath({name: wrapped_math.get(name) or getattr(math, name) for name in MATH_NAMES})
+
+    def import_(name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (), level: Any = 0) -> Any:
+        if name == "math" and level == 0:
+            return script_math
+        raise ctx.refuse(f"import {name}: the sandbox offers no modules but math")
+
     builtins: dict[str, Any] = {
         "None": None, "True": True, "False": False,
-        "bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict,
+        "bool": bool, "int": int, "float": float, "str": SCRIPT_STR, "list": list, "dict": dict,
         "tuple": tuple, "set": set, "frozenset": frozenset, "range": range,
         "abs": abs, "chr": chr, "ord": ord, "divmod": divmod, "pow": pow, "round": round,
-        "len": len, "repr": repr, "isinstance": isinstance, "hex": hex, "oct": oct, "bin": bin,
+        "len": len, "repr": repr_, "isinstance": isinstance, "hex": hex, "oct": oct, "bin": bin,
         "sorted": sorted_, "zip": zip_, "enumerate": enumerate_, "reversed": reversed_,
         "sum": sum_, "any": any_, "all": all_, "min": extreme(min), "max": extreme(max),
         **{exc.__name__: exc for exc in _EXCEPTIONS},
     }
+    # A wrapper shows as the builtin it stands for (`<built-in function sorted>`), not as guards' code.
+    for name, value in [*builtins.items(), *wrapped_math.items()]:
+        if type(value) is types.FunctionType and "<locals>" in value.__qualname__:
+            value.__name__ = value.__qualname__ = name
+    builtins["__import__"] = import_
     return {
         "__builtins__": builtins,
-        "__name__": "override",
+        "__name__": SCRIPT_MODULE,
         "_getattr_": guarded_getattr,
         "_getitem_": guarded_getitem,
         "_getiter_": guarded_iter,
@@ -231,4 +285,6 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
         "_inplacevar_": inplacevar,
         "_apply_": apply,
         "_print_": print_factory,
+        "_format_": safe_format,
+        "_mod_": safe_mod,
     }

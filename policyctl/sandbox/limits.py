@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Source: a script is a short emergency measure, not a program.
+# Source: a script is a short emergency measure, not a program. The header's parser applies the same
+# figure (policyctl.model.records.MAX_OVERRIDE_BYTES) before any parse: the override worker must not
+# import the model, so the two are kept equal by a test.
 MAX_SOURCE_BYTES = 64 * 1024
 
 # Wall clock: the parent kills a worker that has not answered by then.

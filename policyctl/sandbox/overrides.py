@@ -376,7 +376,7 @@ def load_overrides(snapshot: Snapshot, *, pool: WorkerPool | None = None,
             source = snapshot.text(path)
             header = parse_override_header(source, file=path)
         except ValidationError as exc:
-            problems.append(exc.problem(path, "override_header"))
+            problems.append(exc.problem(path))  # its own code: override_expires, override_priority, …
             continue
         except PolicyctlError as exc:
             problems.append(Problem(path, exc.message, code="override_header"))

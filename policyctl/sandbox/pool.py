@@ -33,6 +33,8 @@ from policyctl.sandbox.errors import (
     SandboxUnavailable,
 )
 from policyctl.sandbox.limits import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS, WorkerLimits
+from policyctl.sandbox.render import scrub_addresses
+from policyctl.sandbox.wall import LOCKDOWN_OP, Lockdown, UnsafeSwitches
 from policyctl.workers import Backoff, ChildGone, Expired, SpawnFailed, encode, python_command
 from policyctl.workers.sync import Child
 
@@ -59,16 +61,34 @@ class Worker(Child):
     def __init__(self, proc: subprocess.Popen[bytes], max_frame: int) -> None:
         super().__init__(proc, max_frame)
         self.runs = 0
+        self.lockdown = Lockdown()
 
     @classmethod
-    def start(cls, limits: WorkerLimits, workdir: str, timeout_s: float = SPAWN_TIMEOUT_S) -> Worker:
-        """A ready worker, isolated (`python -I`, an empty environment, `workdir`), limits set on itself."""
-        command = python_command(WORKER_MODULE, orjson.dumps(limits.to_dict()).decode(), isolated=True)
+    def start(cls, limits: WorkerLimits, workdir: str, timeout_s: float = SPAWN_TIMEOUT_S,
+              unsafe: UnsafeSwitches | None = None) -> Worker:
+        """A ready, locked-down worker, isolated (`python -I`, an empty environment, `workdir`, no
+        descriptors but its pipes), limits set on itself; `lockdown` is what it reported it locked."""
+        args = [orjson.dumps(limits.to_dict()).decode()]
+        if unsafe is not None:
+            args.append(unsafe.to_json())
+        command = python_command(WORKER_MODULE, *args, isolated=True)
+        started = time.monotonic()
         try:
-            return cls.spawn(command, max_frame=MAX_FRAME_BYTES, timeout_s=timeout_s, cwd=workdir, env={})
+            worker = cls.spawn(command, max_frame=MAX_FRAME_BYTES, timeout_s=timeout_s, cwd=workdir, env={})
         except SpawnFailed as exc:
             raise SandboxUnavailable(f"a sandbox worker did not start ({exc}); `{sys.executable} -I -c 'import "
                                      f"{WORKER_MODULE}'` shows why") from None
+        # Right after its hello, before any request, the worker says what it locked.
+        try:
+            report = orjson.loads(worker.receive(started + timeout_s))
+            if not isinstance(report, dict) or report.get("op") != LOCKDOWN_OP:
+                raise ChildGone(False)
+        except (Expired, ChildGone, orjson.JSONDecodeError):
+            worker.kill()
+            worker.reap()
+            raise SandboxUnavailable("a sandbox worker did not report its lock-down after its hello") from None
+        worker.lockdown = Lockdown.from_dict(report)
+        return worker
 
     def call(self, meta: bytes, payload: bytes, deadline: float) -> dict[str, Any]:
         """One run; Expired or ChildGone (`before_request` when it never got the request) for the pool to judge."""
@@ -91,7 +111,10 @@ class WorkerPool:
     """`size` prewarmed workers; `run` takes an idle one, or waits for one, and enforces the deadline."""
 
     def __init__(self, size: int | None = None, *, limits: WorkerLimits | None = None, prewarm: bool = True,
-                 acquire_timeout_s: float = ACQUIRE_TIMEOUT_S) -> None:
+                 acquire_timeout_s: float = ACQUIRE_TIMEOUT_S, _unsafe: UnsafeSwitches | None = None) -> None:
+        if _unsafe is not None and not _unsafe.walls_1_2 and "pytest" not in sys.modules:
+            raise RuntimeError("walls 1 and 2 of the sandbox can be switched off only by the test suite")
+        self._unsafe = _unsafe
         self.size = size or default_size()
         self.limits = limits or WorkerLimits()
         self.acquire_timeout_s = acquire_timeout_s
@@ -106,6 +129,8 @@ class WorkerPool:
                                           "killed": 0, "spawn_failures": 0}
         self._spawn_ms: deque[float] = deque(maxlen=64)
         self.last_spawn_error: str | None = None
+        self._lockdown: Lockdown | None = None
+        self._lockdown_warned = False
         # Only failed starts count: a worker killed on a deadline or by its limits is replaced at
         # once (a hostile script must not make the next caller wait), one that cannot start is not.
         self._backoff = Backoff(free=0, base_s=0.25)
@@ -171,9 +196,10 @@ class WorkerPool:
             self._count("failed")
             cls = KINDS.get(str(response.get("kind")), SandboxError)
             line = response.get("line")
-            message = str(response.get("message") or "failed")[:MAX_MESSAGE_CHARS]
+            # The worker scrubs these too; once more here, since they go to logs and status pages.
+            message = scrub_addresses(str(response.get("message") or "failed"))[:MAX_MESSAGE_CHARS]
             error = cls(message, file=file, line=line if type(line) is int else None)
-            error.printed = str(response.get("printed") or "")
+            error.printed = scrub_addresses(str(response.get("printed") or ""))
             raise error
         raise SandboxUnavailable("sandbox workers keep dying before they take a request", file=file)
 
@@ -214,7 +240,14 @@ class WorkerPool:
             spawn = sorted(self._spawn_ms)
         out["spawn_ms_p50"] = round(spawn[len(spawn) // 2], 1) if spawn else None
         out["last_spawn_error"] = self.last_spawn_error
+        lockdown = self.lockdown()
+        out["lockdown"] = None if lockdown is None else lockdown.to_dict()
         return out
+
+    def lockdown(self) -> Lockdown | None:
+        """What the most recently started worker reported it locked (None before the first one is up)."""
+        with self._cond:
+            return self._lockdown
 
     def worker_pids(self) -> list[int]:
         with self._cond:
@@ -293,7 +326,7 @@ class WorkerPool:
             time.sleep(delay)  # holding the slot: do not spin if workers cannot start at all
         started = time.monotonic()
         try:
-            worker = Worker.start(self.limits, workdir)
+            worker = Worker.start(self.limits, workdir, unsafe=self._unsafe)
         except (SandboxError, OSError) as exc:
             with self._cond:
                 self._starting -= 1
@@ -303,6 +336,7 @@ class WorkerPool:
                 self._cond.notify_all()
             log.warning("sandbox worker did not start: %s", exc)
             return
+        warn = False
         with self._cond:
             self._starting -= 1
             if self._closed or self._pid != os.getpid():
@@ -312,7 +346,14 @@ class WorkerPool:
                 self._counters["spawned"] += 1
                 self._spawn_ms.append((time.monotonic() - started) * 1000)
                 self._idle.append(worker)
+                self._lockdown = worker.lockdown
+                warn = not worker.lockdown.complete and not self._lockdown_warned and self._unsafe is None
+                self._lockdown_warned = self._lockdown_warned or warn
                 self._cond.notify()
+        if keep and warn:
+            missing = "; ".join(f"{k}: {v}" for k, v in worker.lockdown.missing.items())
+            log.warning("sandbox workers run without part of their kernel lock-down (%s); the process wall "
+                        "is weaker (docs/overrides.md, \"How the sandbox works\")", missing)
         if not keep:
             worker.kill()
             worker.reap()
@@ -332,6 +373,12 @@ class WorkerPool:
 _shared_lock = threading.Lock()
 _shared: WorkerPool | None = None
 _shared_refs = 0
+
+
+def running_shared_pool() -> WorkerPool | None:
+    """The process's pool if it has been started and not closed (nothing is started here)."""
+    with _shared_lock:
+        return _shared if _shared is not None and not _shared.closed else None
 
 
 def shared_pool() -> WorkerPool:

@@ -1,20 +1,26 @@
-"""The third wall: a worker process that runs override scripts under resource limits, one at a time.
+"""The third wall: a worker process that runs override scripts under resource limits, locked down, one at a time.
 
 Started by the pool under `python -I` (`policyctl.workers.python_command(..., isolated=True)`)
 with its limits as JSON, an empty environment, an empty working directory, its own session
-(so the parent can kill the whole process group) and no descriptors but its two pipes. It imports only the sandbox
-(RestrictedPython, orjson), never the engine, then limits itself and says it is ready.
+(so the parent can kill the whole process group) and no descriptors but its two pipes. It
+imports only the sandbox (RestrictedPython, orjson, libseccomp), never the engine, runs one
+script through both walls to load whatever they load lazily, then limits itself, locks
+itself down with the kernel (`policyctl.sandbox.wall`: no files, sockets, exec or new
+processes from here on) and says it is ready.
 
-Protocol, on the pipes: `policyctl.workers` frames, after its hello. Request: a JSON
-frame `{"source", "file"}` then a frame with the input as JSON. Response: one JSON frame
+Protocol, on the pipes: `policyctl.workers` frames. First its hello, then
+`{"op": "lockdown", ...}` (what it locked, `wall.Lockdown`). Request: a JSON frame
+`{"source", "file"}` then a frame with the input as JSON. Response: one JSON frame
 `{"ok": true, "result", "printed"}` or `{"ok": false, "kind", "message", "file", "line",
-"printed", "retire"}`. The parent enforces the deadline by killing the worker.
+"printed", "retire"}`, every string scrubbed of addresses. The parent enforces the deadline
+by killing the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import math
 import resource
 import sys
@@ -26,9 +32,27 @@ from policyctl.sandbox.compile import compile_override
 from policyctl.sandbox.errors import KIND_OF, SandboxError
 from policyctl.sandbox.execute import execute
 from policyctl.sandbox.guards import RunContext
-from policyctl.sandbox.limits import MAX_FRAME_BYTES, WorkerLimits
+from policyctl.sandbox.limits import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS, WorkerLimits
+from policyctl.sandbox.render import ADDRESS_MARK, scrub_data
+from policyctl.sandbox.wall import LOCKDOWN_OP, MECHANISMS, UnsafeSwitches, lock_down, preload
 from policyctl.workers.child import say_hello, take_pipes
 from policyctl.workers.frames import read_frame, write_frame
+
+_ADDRESS_MARK = ADDRESS_MARK.encode()
+
+# Run once before the lock-down: whatever compiling and running a script imports or builds
+# lazily (f-strings, %, math, print, exceptions, the result check, unicodedata for "\N{…}")
+# is loaded while files can still be opened. Codecs not loaded by then (cp1252…) stay unknown.
+_WARM_UP = '''
+import math
+def decide(input):
+    text = f"{input['n']!r:>4} {math.sqrt(input['n']):.2f} %s %r \\N{BULLET}" % (decide, [len])
+    try:
+        input["missing"]
+    except KeyError as e:
+        print(text, e, repr(e), e.args)
+    return {"action": "allow", "params": {"text": text, "sum": math.fsum([1.5, 2])}}
+'''
 
 
 def _limit_self(limits: WorkerLimits) -> None:
@@ -81,8 +105,40 @@ def handle(meta_frame: bytes, input_frame: bytes) -> dict[str, Any]:
                 "file": file, "line": None, "printed": "", "retire": True}
 
 
-def serve(proto_in: int, proto_out: int, limits: WorkerLimits) -> int:
+def handle_unguarded(meta_frame: bytes, input_frame: bytes) -> dict[str, Any]:
+    """One request with walls 1 and 2 switched off (tests only): plain `compile` and `exec`, every builtin.
+
+    What a script that escaped RestrictedPython and the guards could do; the tests prove that
+    the lock-down alone stops it. The result goes back as the script returned it.
+    """
+    meta = orjson.loads(meta_frame)
+    file = str(meta.get("file") or "<override>")
+    try:
+        scope: dict[str, Any] = {"__name__": "override"}
+        exec(compile(meta["source"], file, "exec"), scope)
+        result = scope["decide"](orjson.loads(input_frame))
+        return {"ok": True, "result": result, "printed": ""}
+    except BaseException as exc:  # noqa: BLE001 - the worker answers every request it can
+        return {"ok": False, "kind": "error", "message": f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS],
+                "file": file, "line": None, "printed": "", "retire": False}
+
+
+def encode_response(response: dict[str, Any], *, walls: bool = True) -> bytes:
+    """The response frame's body; with the walls on, no string in it holds an address."""
+    try:
+        body = orjson.dumps(response)
+        if walls and _ADDRESS_MARK in body:
+            # The last line: whatever wrote an object's default repr, no address leaves the worker.
+            body = orjson.dumps(scrub_data(response))
+    except (TypeError, orjson.JSONEncodeError):
+        body = orjson.dumps({"ok": False, "kind": "invalid", "message": "the result cannot be encoded as JSON",
+                             "file": None, "line": None, "printed": "", "retire": False})
+    return body
+
+
+def serve(proto_in: int, proto_out: int, limits: WorkerLimits, *, walls: bool = True) -> int:
     runs = 0
+    run = handle if walls else handle_unguarded
     while True:
         meta = read_frame(proto_in, MAX_FRAME_BYTES)
         if meta is None:
@@ -94,32 +150,43 @@ def serve(proto_in: int, proto_out: int, limits: WorkerLimits) -> int:
             response: dict[str, Any] = {"ok": False, "kind": "unavailable", "message": "worker retired",
                                         "file": None, "line": None, "printed": "", "retire": True}
         else:
-            response = handle(meta, input_frame)
+            response = run(meta, input_frame)
         runs += 1
         # Collect the run's garbage now, before answering: a generator left suspended in a
         # reference cycle runs its `finally` here, under this run's deadline, not in the next run.
         gc.collect()
         if runs >= limits.max_runs:
             response["retire"] = True
-        try:
-            body = orjson.dumps(response)
-        except (TypeError, orjson.JSONEncodeError):
-            body = orjson.dumps({"ok": False, "kind": "invalid", "message": "the result cannot be encoded as JSON",
-                                 "file": None, "line": None, "printed": "", "retire": False})
-        write_frame(proto_out, body)
+        write_frame(proto_out, encode_response(response, walls=walls))
+
+
+def _warm_up() -> None:
+    with contextlib.suppress(SandboxError):
+        execute(compile_override(_WARM_UP, file="<warm-up>"), {"n": 2}, file="<warm-up>")
 
 
 def main(argv: list[str]) -> int:
     limits = WorkerLimits(**orjson.loads(argv[1])) if len(argv) > 1 else WorkerLimits()
+    # Only a test's or a benchmark's own pool passes these (pool.WorkerPool's `_unsafe`).
+    unsafe = UnsafeSwitches.from_json(argv[2]) if len(argv) > 2 else None
+    mechanisms = unsafe.lockdown if unsafe else MECHANISMS
+    if "seccomp" in mechanisms:
+        # libseccomp first: finding it starts ldconfig, which the limits below forbid a non-root worker.
+        preload()
     proto_in, proto_out = take_pipes(keep_stderr=False)
     _limit_self(limits)
+    for module in unsafe.preimport if unsafe else ():
+        importlib.import_module(module)
+    _warm_up()
+    lockdown = lock_down(mechanisms)
     # Everything imported so far is the worker's own: freeze it out of the collector, so the
     # collection after each run only looks at what that run left behind (microseconds).
     gc.collect()
     gc.freeze()
     say_hello(proto_out)
+    write_frame(proto_out, orjson.dumps({"op": LOCKDOWN_OP, **lockdown.to_dict()}))
     try:
-        return serve(proto_in, proto_out, limits)
+        return serve(proto_in, proto_out, limits, walls=unsafe.walls_1_2 if unsafe else True)
     except (BrokenPipeError, ValueError):
         return 0
 
