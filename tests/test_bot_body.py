@@ -1,15 +1,12 @@
-"""The pull request body: secrets of every kind masked, and everything a reviewer needs in it."""
+"""The pull request body: everything a reviewer needs in it, and no secret (tests/test_redact.py holds the corpus)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from policyctl.bot.body import (
     BodyContext,
     commit_subject,
-    mask_secrets,
     pick_samples,
     plain_words,
     render_body,
@@ -20,55 +17,6 @@ from policyctl.bot.state import Marker, commented_on, human_marker, ignored_beca
 from policyctl.model.cluster import AgentSummary, Cluster, Distinguishing, TemplateCount
 from policyctl.model.draft import Condition, Draft, Remedy
 from policyctl.model.shadow import Example, Partial, ShadowReport
-
-
-@pytest.mark.parametrize(("text", "secret", "placeholder"), [
-    # tokens
-    ("auth with ghp_abcdefghijklmnopqrstuvwxyz0123456789 failed", "ghp_abcdefghij", "<token>"),
-    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz rejected", "github_pat_11", "<token>"),
-    ("slack xoxb-1234-5678-abcdefghij down", "xoxb-1234", "<token>"),
-    ("key sk-ant-api03-abcdefghijklmnopqrstuv expired", "sk-ant-api03", "<token>"),
-    ("aws AKIAIOSFODNN7EXAMPLE denied", "AKIAIOSFODNN7EXAMPLE", "<token>"),
-    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefGHIJK invalid", "eyJhbGci", "<token>"),
-    ("Authorization: Bearer abcdef123456789 rejected", "abcdef123456789", "<token>"),
-    ("csrftoken=Zx81kPq2 missing", "Zx81kPq2", "<redacted>"),
-    # passwords
-    ("login password=hunter2 refused", "hunter2", "<redacted>"),
-    ('{"password": "hunter2", "user": "svc"}', "hunter2", "<redacted>"),
-    ("PGPASSWORD=s3cr3t psql -h db", "s3cr3t", "<redacted>"),
-    ("dsn postgres://admin:s3cr3t@db.internal:5432/app", "s3cr3t", "<password>"),
-    # keys
-    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI", "<redacted>"),
-    ("api_key: 9f8e7d6c5b4a", "9f8e7d6c5b4a", "<redacted>"),
-    ("x-api-key: abc123XYZ", "abc123XYZ", "<redacted>"),
-    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA",
-     "<private-key>"),
-    ("signing with wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY now", "wJalrXUtnFEMIK7", "<secret>"),
-    # e-mail addresses
-    ("mail ops@example.com about it", "ops@example.com", "<email>"),
-    ("cc first.last+alerts@sub.example.co.uk", "first.last+alerts", "<email>"),
-    # IP addresses
-    ("connect to 10.1.2.3:5432 refused", "10.1.2.3", "<ip>"),
-    ("peer 192.168.0.10.", "192.168.0.10", "<ip>"),
-    ("bind 2001:db8:85a3::8a2e:370:7334 failed", "2001:db8", "<ip>"),
-    ("link-local fe80::1%eth0 down", "fe80::1", "<ip>"),
-    ("mapped ::ffff:10.0.0.1 seen", "10.0.0.1", "<ip>"),
-])
-def test_each_kind_of_secret_is_masked(text: str, secret: str, placeholder: str) -> None:
-    masked = mask_secrets(text)
-    assert secret not in masked and placeholder in masked
-
-
-@pytest.mark.parametrize("text", [
-    "smb2: STATUS_INVALID_PARAMETER writing q3_revenue.parquet on fs-7",
-    "agent etl-6 crashed: smbclient write failed at offset 472805927 (orders_2026_03.parquet)",
-    "at 2026-03-30T12:30:45.123Z rolled out ingest:1.12.3",
-    "author=alice max_tokens=512 tokens=5 passwordless=true",
-    "commit 3f1c0a9e2b7d3f1c0a9e2b7d3f1c0a9e2b7d3f1c; std::vector a::b; mac aa:bb:cc:dd:ee:ff",
-    "clickstream_part_2026_03_30_FINAL_v2_export.csv",
-])
-def test_ordinary_log_text_is_left_alone(text: str) -> None:
-    assert mask_secrets(text) == text
 
 
 def event(i: int, message: str, ts: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_each_fault_is_one_systemic_cluster_and_noise_stays_out(bare_policies: P
         assert c.distinguishing or c.numeric or c.deadlock
     assert not faults
     noise_in_systemic = sum(1 for c in systemic for m in c.members if truth[m] == "noise")
-    assert noise_in_systemic == 0 and doc.totals.rare_events > 0
+    assert noise_in_systemic == 0 and doc.totals.rare_events + doc.totals.text_events > 0
 
 
 def test_fingerprints_survive_a_new_day_of_logs(bare_policies: Path, tmp_path: Path) -> None:

@@ -314,7 +314,7 @@ def test_prompts_mask_secrets_and_budgets_stop_the_retries(case: Case, api: Call
     text = server.requests[0].text()
     for secret in ("ops@example.com", "10.20.30.40", "hunter2", "sk-ant-api03-abcdefghijklmnop", "k-123-secret"):
         assert secret not in text
-    assert "auth failed for <email> from <ip>: password=<secret>" in text and '"api_key": "<redacted>"' in text
+    assert "auth failed for <email> from <ip>: password=<redacted>" in text and '"api_key": "<redacted>"' in text
 
 
 def test_no_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,7 +156,8 @@ def _norm(text: str) -> str:
 
 
 def _commit_message(d: Any, cluster: Cluster, base: str, base_sha: str, evidence: str) -> str:
-    from policyctl.bot.body import commit_subject, mask_secrets, plain_words
+    from policyctl.bot.body import commit_subject, plain_words
+    from policyctl.redact import redact_text as mask_secrets
 
     params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
     return mask_secrets(

@@ -1,19 +1,17 @@
 """The pull request body: what a reviewer needs to decide without opening the logs, secrets masked.
 
-Everything copied from the logs (sample messages, templates, the inputs in the shadow
-report's examples) goes through `mask_secrets` first: tokens, passwords, keys, email
-addresses and IP addresses never reach a pull request. The Rego module and fixtures are
-shown as committed: they are in the diff anyway.
+Every field of the body (sample messages and codes, templates, the remedy's params and
+reasons, the rule's conditions, the Rego text, fixtures and the inputs in the shadow
+report's examples) goes through `policyctl.redact`, field by field where a field is cut
+short (so a secret is masked before the cut can hide its shape), and the whole body once
+more before it is returned: tokens, passwords, keys, email and IP addresses never reach a
+pull request. Only the cluster marker is left as it is: the bot reads it back.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import math
 import re
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,66 +21,10 @@ from policyctl.model.config import route_fields
 from policyctl.model.draft import Draft
 from policyctl.model.shadow import ShadowReport
 from policyctl.model.values import human
+from policyctl.redact import redact_text, redact_value
 
 MAX_BODY = 60_000  # GitHub refuses bodies over 65,536 characters
 SAMPLES = 5
-ENTROPY_BITS = 4.2  # random base62 of 32+ characters has about 4.5 bits per character; file names have less
-
-# --------------------------------------------------------------------------- secrets
-
-_KEYS = (r"password|passwd|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key|access[_-]?key(?:[_-]?id)?"
-         r"|private[_-]?key|client[_-]?secret|credentials?|auth(?:orization)?|session[_-]?id|cookie")
-
-
-def _high_entropy(m: re.Match[str]) -> str:
-    """A long run of mixed-case letters and digits that reads like random bytes, not like words."""
-    s = m.group(0)
-    mixed = any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
-    counts = Counter(s)
-    entropy = -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
-    words = sum(s.count(c) for c in "_-") >= 3  # snake_case_file_names_2026, not a key
-    return "<secret>" if mixed and not words and entropy >= ENTROPY_BITS else s
-
-
-def _ipv6(m: re.Match[str]) -> str:
-    text = m.group(0)
-    if not any(c.isdigit() for c in text):
-        return text  # `a::b`, `::` are valid addresses on paper, and names in code
-    try:
-        ipaddress.IPv6Address(text.split("%", 1)[0])
-    except ValueError:
-        return text  # a time of day, a MAC address, a C++ name: not an address
-    return "<ip>"
-
-
-# Order matters: whole blocks and URL credentials before key=value, known token shapes
-# before e-mail addresses, IPv6 (which may embed an IPv4) before IPv4.
-_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
-     "<private-key>"),
-    (re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(?=@)", re.I), r"\g<pre><password>"),
-    (re.compile(r"\b(?P<scheme>Bearer|Basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\g<scheme> <token>"),
-    (re.compile(rf"(?P<key>(?<![\w.-])[\w.-]*?(?:{_KEYS}))(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?!<)"
-                r"(?P<val>[^\s\"',;&)}\]]+)", re.I), r"\g<key>\g<sep><redacted>"),
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
-                r"|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
-                r"|AIza[0-9A-Za-z_-]{35}|npm_[A-Za-z0-9]{36})\b"), "<token>"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), "<token>"),
-    (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "<email>"),
-    (re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?"
-                r"(?:%[\w.]+)?(?![\w:]|\.\d)"), _ipv6),
-    (re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-                r"(?![\w.]*\d)"), "<ip>"),
-    (re.compile(r"(?<![\w+=-])[A-Za-z0-9+_=-]{32,}"), _high_entropy),
-]
-
-
-def mask_secrets(text: str) -> str:
-    """`text` with tokens, passwords, keys, email and IP addresses replaced by placeholders."""
-    for pattern, repl in _RULES:
-        text = pattern.sub(repl, text)
-    return text
-
 
 # --------------------------------------------------------------------------- samples
 
@@ -106,9 +48,11 @@ def _sample_line(e: dict[str, Any]) -> str:
     who = ", ".join(f"{a.get('id')} ({a.get('role')})" for a in agents[:3] if isinstance(a, dict))
     if len(agents) > 3:
         who += f" +{len(agents) - 3}"
-    code = f" `{outcome['code']}`" if outcome.get("code") else ""
-    message = mask_secrets(str(outcome.get("message") or "")).replace("`", "'")
-    return f"- `{str(e.get('ts') or '')[:19]}` {mask_secrets(who)}: **{outcome.get('status')}**{code} `{message[:300]}`"
+    code = f" `{redact_text(str(outcome['code']))[:80]}`" if outcome.get("code") else ""
+    message = redact_text(str(outcome.get("message") or "")).replace("`", "'")
+    ts = redact_text(str(e.get("ts") or ""))[:19]
+    status = redact_text(str(outcome.get("status")))[:40]
+    return f"- `{ts}` {redact_text(who)}: **{status}**{code} `{message[:300]}`"
 
 
 # --------------------------------------------------------------------------- the body
@@ -153,8 +97,8 @@ def rule_conditions(d: Draft) -> str:
 
 def title_for(d: Draft) -> str:
     """`policyctl: route {"action": {"protocol": "sftp"}} when input.action.protocol == "smb" and …`."""
-    params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
-    return mask_secrets(f"policyctl: {d.remedy.action}{params} when {rule_conditions(d)}")[:250]
+    params = f" {_json(d.remedy.params)}" if d.remedy.params else ""
+    return redact_text(f"policyctl: {d.remedy.action}{params} when {rule_conditions(d)}")[:250]
 
 
 def commit_subject(d: Draft) -> str:
@@ -162,7 +106,7 @@ def commit_subject(d: Draft) -> str:
     target = ""
     if d.remedy.action == "route" and d.remedy.evidence.get("field"):
         target = f" to {d.remedy.evidence['field'].rsplit('.', 1)[-1]} {d.remedy.evidence.get('to')}"
-    subject = f"{d.name}: {d.remedy.action}{target}"
+    subject = redact_text(f"{d.name}: {d.remedy.action}{target}")
     return subject if len(subject) <= 72 else subject[:71] + "…"
 
 
@@ -238,7 +182,7 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
         apart.append(f"waits-for cycle between roles {', '.join(c.deadlock.roles)} over "
                      f"{', '.join(c.deadlock.resource_kinds)}")
     match = (d.verification.get("match") or {})
-    lines = ["## What fails", "", f"**{mask_secrets(c.title or d.title)}**", "",
+    lines = ["## What fails", "", f"**{redact_text(c.title or d.title)}**", "",
              "| | |", "|---|---|",
              f"| cluster | `{d.fingerprint}` |",
              f"| how often | **{ctx.size}** failures ({statuses}): {_pct(ctx.size, ctx.failures_in_logs)} of the "
@@ -248,26 +192,26 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
                      f"({match['failed_pct']}%) in the logs |")
     agents = "?" if c.agents.count is None else c.agents.count
     lines += [f"| since | {(c.first_seen or '?')[:19]} (last seen {(c.last_seen or '?')[:19]}) |",
-              f"| agents | {agents}: {mask_secrets(top)} |",
-              f"| roles | {mask_secrets(roles)} |"]
+              f"| agents | {agents}: {redact_text(top)} |",
+              f"| roles | {redact_text(roles)} |"]
     if apart:
-        lines.append("| sets it apart | " + mask_secrets("<br>".join(apart)) + " |")
+        lines.append("| sets it apart | " + redact_text("<br>".join(apart)) + " |")
     lines += ["", f"### Sample messages ({len(ctx.samples)}, secrets masked)", ""]
     lines += [_sample_line(e) for e in ctx.samples]
     if c.templates:
         lines += ["", "<details><summary>Log templates of this cluster</summary>", ""]
         for t in c.templates[:10]:
-            text = mask_secrets(t.template).replace("`", "'")[:200]
+            text = redact_text(t.template).replace("`", "'")[:200]
             lines.append(f"- {t.count}× `{text}`")
         lines += ["", "</details>"]
     return lines
 
 
 def _rule(d: Draft) -> list[str]:
-    params = f" `{json.dumps(d.remedy.params, sort_keys=True)}`" if d.remedy.params else ""
+    params = f" `{_json(d.remedy.params)}`" if d.remedy.params else ""
     lines = ["## The rule", "",
-             f"**In plain words:** {mask_secrets(plain_words(d))}", "",
-             f"**Remedy:** {d.remedy.action}{params}, because {mask_secrets(d.remedy.why)}."]
+             f"**In plain words:** {redact_text(plain_words(d))}", "",
+             f"**Remedy:** {d.remedy.action}{params}, because {redact_text(d.remedy.why)}."]
     if d.remedy.evidence.get("vocabulary") == "none declared" or d.remedy.evidence.get("declared") is not None:
         lines += ["", "_No route: " + ("policyctl.toml declares no alternatives for this traffic"
                                        if d.remedy.evidence.get("vocabulary") == "none declared" else
@@ -275,7 +219,7 @@ def _rule(d: Draft) -> list[str]:
                   + ". Declare the fields an agent may be routed over under `[vocabulary.<action type>.alternatives]` "
                     "(docs/config.md) and the bot will consider routes._"]
     lines += ["", f"`{d.module_path}` (rule `{d.rule_id}`, drafted by `{d.drafter}`):", "",
-              "```rego", mask_secrets(d.module_text.rstrip()), "```"]
+              "```rego", redact_text(d.module_text.rstrip()), "```"]
     return lines
 
 
@@ -287,8 +231,8 @@ def _tried(d: Draft) -> list[str]:
     for a in d.attempts:
         outcome = "**chosen**" if a.get("chosen") else ("verified, ranked lower" if a.get("verified") else
                                                        "; ".join(a.get("reasons") or []) or "not verified")
-        lines.append(f"| {a.get('candidate')} | {mask_secrets(' or '.join(a.get('conditions') or []))} | "
-                     f"{a.get('holdout_prevented_pct')}% | {a.get('collateral_pct')}% | {mask_secrets(outcome)} |")
+        lines.append(f"| {a.get('candidate')} | {redact_text(' or '.join(a.get('conditions') or []))} | "
+                     f"{a.get('holdout_prevented_pct')}% | {a.get('collateral_pct')}% | {redact_text(outcome)} |")
     return [*lines, "", "</details>"]
 
 
@@ -332,7 +276,7 @@ def _shadow(d: Draft, ctx: BodyContext, f: dict[str, Any], blast: dict[str, Any]
                   "| by | changed |", "|---|---|"]
         for dim in ("kind", "action_type", "role", "agent"):
             if blast.get(dim):
-                lines.append(f"| {dim.replace('_', ' ')} | " + mask_secrets(", ".join(
+                lines.append(f"| {dim.replace('_', ' ')} | " + redact_text(", ".join(
                     f"`{k}` {n}" for k, n in list(blast[dim].items())[:8])) + " |")
     # only this cluster's failures: the replay's history holds other failures, which other rules answer
     members = set(d.cluster.members)
@@ -342,15 +286,15 @@ def _shadow(d: Draft, ctx: BodyContext, f: dict[str, Any], blast: dict[str, Any]
                       f"({residual.get('failures', len(exposed))} of {residual.get('of', d.cluster.size)} outside its "
                       "conditions)</summary>", ""]
         for e in exposed:
-            detail = "; ".join(e.detail)[:200].replace("`", "'")
-            lines.append(f"- `{e.ref}`: `{mask_secrets(json.dumps(e.input, sort_keys=True))[:300]}` {mask_secrets(detail)}")
+            detail = redact_text("; ".join(e.detail))[:200].replace("`", "'")
+            lines.append(f"- `{e.ref}`: `{_json(e.input)[:300]}` {detail}")
         lines += ["", "</details>"]
     collateral = r.examples("collateral")
     if collateral:
         lines += ["", "<details><summary>Collateral examples</summary>", ""]
         for e in collateral:
             lines.append(f"- `{e.ref}` {e.base.get('action')} → {e.candidate.get('action')}: "
-                         f"`{mask_secrets(json.dumps(e.input, sort_keys=True))[:300]}`")
+                         f"`{_json(e.input)[:300]}`")
         lines += ["", "</details>"]
     return lines
 
@@ -362,14 +306,19 @@ def _fixtures(d: Draft, inputs: bool = True) -> list[str]:
              f"and {len(d.fixtures) - prevent} `keep` (nearby traffic that worked and must stay as it was).", "",
              "| id | why | expect | from event |", "|---|---|---|---|"]
     for f in d.fixtures:
-        expect = mask_secrets(json.dumps(f.get("expect"), sort_keys=True)).replace("|", "\\|")
+        expect = _json(f.get("expect")).replace("|", "\\|")
         lines.append(f"| `{f.get('id')}` | {f.get('why')} | `{expect}` | `{f.get('origin', '')}` |")
     if not inputs:
         return [*lines, "", "The fixture inputs are too long for a pull request body: see the diff."]
     lines += ["", "<details><summary>Fixture inputs</summary>", ""]
     for f in d.fixtures:
-        lines += [f"`{f.get('id')}`:", "```json", mask_secrets(json.dumps(f.get("input"), sort_keys=True, indent=1)), "```"]
+        lines += [f"`{f.get('id')}`:", "```json", json.dumps(redact_value(f.get("input")), sort_keys=True, indent=1), "```"]
     return [*lines, "", "</details>"]
+
+
+def _json(value: Any) -> str:
+    """`value` as one line of JSON, every string masked and every value under a secret key."""
+    return json.dumps(redact_value(value), sort_keys=True)
 
 
 def _basename(name: str) -> str:
@@ -415,9 +364,9 @@ def render_body(d: Draft, ctx: BodyContext) -> str:
               f"updating this branch.</sub>")
     body = ""
     for inputs in (True, False):  # too long: the fixture inputs go first (they are in the diff); every figure stays
-        parts = [marker, intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_tried(d), "", *_shadow(d, ctx, f, blast), "",
+        parts = [intro, "", *_what_fails(d, ctx), "", *_rule(d), "", *_tried(d), "", *_shadow(d, ctx, f, blast), "",
                  *_fixtures(d, inputs), "", *_reproduce(d, ctx), "", "---", footer]
-        body = "\n".join(parts) + "\n"
+        body = marker + "\n" + redact_text("\n".join(parts)) + "\n"
         if len(body) <= MAX_BODY:
             return body
     return body[: MAX_BODY - 100] + "\n\n…(truncated)\n"

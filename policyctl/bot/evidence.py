@@ -8,7 +8,9 @@ time a reviewer looks); what travels with the pull request is a masked sample:
   meets all but one of its conditions, where collateral would show first), then the rest
   spread evenly over (kind, action type, resource kind) strata, so no kind of traffic the
   rule could touch is missing.
-Every string is masked by the project's secret masker; the sample is capped in bytes.
+Every record goes through `policyctl.redact.redact_value` (every string masked, every value
+under a secret key replaced; ids kept, so the replay's references hold); the sample is capped
+in bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from policyctl.bot.body import mask_secrets
 from policyctl.draft.data import spread
 from policyctl.model.draft import Draft
+from policyctl.redact import redact_value
 from policyctl.shadow.sources import EVIDENCE_DIR
 
 MAX_FAILURES = 400
@@ -31,17 +33,6 @@ MAX_BYTES = 1024 * 1024
 
 def evidence_path(fingerprint: str) -> str:
     return f"{EVIDENCE_DIR}{fingerprint}.jsonl"
-
-
-def mask_record(value: Any) -> Any:
-    """A copy of a log record with every string passed through the secret masker (keys kept)."""
-    if isinstance(value, str):
-        return mask_secrets(value)
-    if isinstance(value, list):
-        return [mask_record(v) for v in value]
-    if isinstance(value, dict):
-        return {k: mask_record(v) for k, v in value.items()}
-    return value
 
 
 def _stratum(e: dict[str, Any]) -> tuple[str, str, str]:
@@ -72,7 +63,7 @@ def sample_evidence(d: Draft, failures: list[dict[str, Any]], ok: list[dict[str,
     records = sorted(chosen_fail + picked[:MAX_OK], key=lambda e: (str(e.get("ts") or ""), str(e.get("id"))))
     out = bytearray()
     for e in records:
-        line = orjson.dumps(mask_record(e)) + b"\n"
+        line = orjson.dumps(redact_value(e)) + b"\n"
         if len(out) + len(line) > MAX_BYTES:
             break
         out += line

@@ -1,4 +1,12 @@
-"""From records to fingerprinted failure clusters: templates, deadlock cycles, embeddings, agglomeration."""
+"""From records to fingerprinted failure clusters: templates, deadlock cycles, embeddings, agglomeration.
+
+Failures some input field (or a wait-for cycle) sets apart are systemic clusters, the ones
+a policy answers. Failures no field explains are grouped again by what their text says
+(the embedder alone decides) and reported as recurring failures without a policy handle.
+What explains a cluster is measured against a contrast: the successful traffic, or, when
+the logs hold too little of it, the other failures. A value present in every event, or
+seen in one run only, explains nothing.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +39,13 @@ MAX_CHANCE = 1e-9          # …and that many cases would almost never happen by
 MAX_VALUES_PER_PATH = 1000
 SAMPLE = 2000
 EXAMPLES = 5
+CONTRAST_MIN_SUCCESSES = 20  # fewer ok events than this cannot show a share (1 in 20): contrast with other failures
+TERMS = 5
+# a field naming the run (conversation, session, trace) an event belongs to; its values, and any
+# value only one run shows, say which run failed, not why
+RUN_FIELD = re.compile(r"(?:^|[._])(?:run|session|conversation|thread|trace|episode|trajectory)(?:_?id)?$", re.I)
+_MANY_RUNS = "\0many"
+MAX_TRACKED_VALUES = 200_000
 
 
 # --------------------------------------------------------------------------- traffic statistics
@@ -85,6 +100,15 @@ class Traffic:
         n = self.population(key)
         return self.values.get(key, 0) / n if n else 0.0
 
+    def minus(self, part: Traffic) -> Traffic:
+        """This population without the records of `part` (a subset of it): the rest, to contrast `part` with."""
+        out = Traffic(n=self.n - part.n, agents=self.agents - part.agents, values=self.values - part.values)
+        for path, xs in self.numeric.items():
+            left = Counter(xs) - Counter(part.numeric.get(path, ()))
+            if left:
+                out.numeric[path] = list(left.elements())
+        return out
+
     def merge(self, other: Traffic) -> None:
         self.n += other.n
         self.agents += other.agents
@@ -117,6 +141,7 @@ class Unit:
     last: str | None = None
     examples: list[dict[str, str]] = field(default_factory=list)
     cycle: dict[str, Any] | None = None
+    runs: set[str] = field(default_factory=set)
 
     @property
     def size(self) -> int:
@@ -127,6 +152,9 @@ class Unit:
         self.statuses[record.status] += 1
         self.templates[template] += 1
         self.members.append(record.id)
+        run = run_of(record)
+        if run is not None and len(self.runs) < 10_000:
+            self.runs.add(run)
         for agent in record.agents:
             if agent in self.agents or len(self.agents) < 500:
                 self.agents[agent] += 1
@@ -137,6 +165,14 @@ class Unit:
                 self.last = record.ts
         if len(self.examples) < EXAMPLES and all(e["message"] != record.message for e in self.examples):
             self.examples.append({"id": record.id, "message": record.message[:500], "where": record.where})
+
+
+def run_of(record: Record) -> str | None:
+    """The run (conversation, session, trace) an event says it belongs to, if a field names one."""
+    for path, value in record.fields.items():
+        if isinstance(value, str | int) and not isinstance(value, bool) and RUN_FIELD.search(path):
+            return str(value)
+    return None
 
 
 def find_cycle(waits_for: list[dict[str, Any]]) -> list[str] | None:
@@ -172,6 +208,18 @@ class Group:
     share: float = 0.0
     coords: tuple[float, float] = (0.0, 0.0)
     signature: str = ""
+    basis: str = ""  # fields, deadlock, text or rare (see model.cluster.Cluster)
+    terms: list[str] = field(default_factory=list)
+
+    @property
+    def decisive(self) -> bool:
+        """Whether its explanation stands without its text: a cycle, a numeric bound, or two strong conditions.
+
+        Groups sharing only one strong value are merged only when their text agrees too: one
+        value in common (a system, a step type) does not make two different failures one.
+        """
+        strong = [c for c in self.distinguishing if c["share"] >= 0.8 and c["field"] != "kind"]
+        return any(u.cycle is not None for u in self.units) or bool(self.numeric) or len(strong) >= 2
 
     @property
     def size(self) -> int:
@@ -196,8 +244,10 @@ class Group:
         lasts = [u.last for u in self.units if u.last]
         cycle = next((u.cycle for u in self.units if u.cycle), None)
         examples = [e for u in sorted(self.units, key=lambda u: -u.size) for e in u.examples][:EXAMPLES]
+        runs: set[str] = set().union(*(u.runs for u in self.units))
         return Cluster(
-            fingerprint=self.fingerprint, title=self.title, systemic=self.systemic, status=self.status,
+            fingerprint=self.fingerprint, title=self.title, systemic=self.systemic, basis=self.basis,
+            status=self.status,
             statuses=dict(statuses.most_common()), size=self.size, share=round(self.share, 5),
             first_seen=min(firsts) if firsts else None, last_seen=max(lasts) if lasts else None,
             agents=AgentSummary(len(agents), tuple(a for a, _ in agents.most_common(10))),
@@ -206,7 +256,7 @@ class Group:
             numeric=[NumericBound.from_dict(n) for n in self.numeric],
             deadlock=DeadlockCycle.from_dict(cycle) if cycle else None,
             templates=[TemplateCount(t, c) for t, c in templates.most_common(10)],
-            examples=examples, coords=(round(self.coords[0], 4), round(self.coords[1], 4)),
+            terms=list(self.terms), runs=len(runs) if runs else None, examples=examples, coords=(round(self.coords[0], 4), round(self.coords[1], 4)),
             members=self.members,
         )
 
@@ -219,17 +269,26 @@ def chance(k: int, n: int, p: float) -> float:
     return float(binom.sf(k - 1, n, p))
 
 
-def distinguishing(traffic: Traffic, baseline: Traffic) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The values and numeric ranges that set a population apart from successful traffic.
+def distinguishing(traffic: Traffic, baseline: Traffic, ignore: frozenset[tuple[str, Any]] = frozenset(),
+                   min_precision: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The values and numeric ranges that set a population apart from its contrast (`baseline`).
 
     A small group shows some value at 50% by chance; each finding must also be unlikely
-    under the successful traffic's own shares (binomial tail below MAX_CHANCE).
+    under the contrast's own shares (binomial tail below MAX_CHANCE). With nothing to
+    contrast with, nothing distinguishes; values in `ignore` never do. With `min_precision`,
+    at least that share of the records showing a value (here or in the contrast) are here.
     """
-    cats = []
+    cats: list[dict[str, Any]] = []
+    if baseline.n == 0:
+        return cats, []
     for key, count in traffic.values.items():
+        if key in ignore:
+            continue
         n = traffic.population(key)
         share = count / n if n else 0.0
         base = baseline.share(key)
+        if min_precision and count < min_precision * (count + baseline.values.get(key, 0)):
+            continue
         if share >= MIN_SHARE and share >= MIN_LIFT * base and chance(count, n, base) < MAX_CHANCE:
             cats.append({"field": key[0], "value": key[1], "share": round(share, 4), "success_share": round(base, 4)})
     cats.sort(key=lambda d: (-(d["share"] - d["success_share"]), d["field"], str(d["value"])))
@@ -256,11 +315,12 @@ def distinguishing(traffic: Traffic, baseline: Traffic) -> tuple[list[dict[str, 
     return cats, nums
 
 
-def _profile_features(traffic: Traffic, baseline: Traffic) -> dict[str, float]:
+def _profile_features(traffic: Traffic, baseline: Traffic,
+                      ignore: frozenset[tuple[str, Any]] = frozenset()) -> dict[str, float]:
     """Each value's weight: its share here times its log-lift over successful traffic (common values weigh 0)."""
     out: dict[str, float] = {}
     for key in traffic.values:
-        if key[0] not in STRUCTURED and key[0] != "role" and key[0] != "count(agents)":
+        if key[0] not in STRUCTURED and key[0] != "role" and key[0] != "count(agents)" or key in ignore:
             continue
         share = traffic.share(key)
         base = max(baseline.share(key), 1.0 / max(baseline.n, 1))
@@ -313,6 +373,34 @@ def title(status: str, cats: list[dict[str, Any]], nums: list[dict[str, Any]], c
 
 
 @dataclass
+class Contrast:
+    """What a group's values are compared with, and the values that never explain a group."""
+
+    mode: str  # "successes" or "other_failures" (ClusterReport.contrast)
+    successes: Traffic
+    failures: Traffic  # every failure being clustered
+    uninformative: frozenset[tuple[str, Any]] = frozenset()
+
+    @property
+    def min_precision(self) -> float:
+        # Against other failures a value must be this group's more than the others': a step
+        # type most failures share (tool_result) describes every failure, not this one.
+        return 0.5 if self.mode == "other_failures" else 0.0
+
+    def of(self, traffic: Traffic) -> Traffic:
+        return self.successes if self.mode == "successes" else self.failures.minus(traffic)
+
+
+def uninformative_values(failures: Traffic, successes: Traffic,
+                         run_values: dict[tuple[str, Any], str]) -> frozenset[tuple[str, Any]]:
+    """Values that explain nothing: present in every event (count(agents)=1 throughout), or seen in one run only."""
+    constant = {k for k in failures.values if failures.share(k) >= 1.0
+                and (successes.n == 0 or successes.share(k) >= 1.0)}
+    one_run = {k for k, run in run_values.items() if run != _MANY_RUNS}
+    return frozenset(constant | one_run)
+
+
+@dataclass
 class ClusterResult:
     clusters: list[Group]
     failures: int
@@ -321,6 +409,7 @@ class ClusterResult:
     stats: IngestStats
     rare_events: int = 0
     unit_coords: list[tuple[float, float, int, int]] = field(default_factory=list)  # x, y, size, cluster index
+    contrast: str = "successes"
 
 
 def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int = 5, include_all: bool = False,
@@ -333,6 +422,7 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
     baseline = Traffic()
     units: dict[str, Unit] = {}
     record_template: list[tuple[int, Record]] = []
+    run_values: dict[tuple[str, Any], str] = {}  # each failure value's run, or _MANY_RUNS
     failures = successes = 0
     for record in records:
         if record.status == "ok":
@@ -343,6 +433,7 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
         elif record.status == "denied" and not include_all:
             continue
         failures += record.failed
+        _note_run(record, run_values)
         cycle = find_cycle(record.waits_for) if record.waits_for else None
         if cycle is not None:
             roles = sorted({(record.agent_roles or {}).get(a, "?") for a in cycle})
@@ -373,12 +464,20 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
             unit.text = unit.templates.most_common(1)[0][0]
     del record_template
     ordered = sorted(units.values(), key=lambda u: (-u.size, u.key))
+    mode = "successes" if successes >= CONTRAST_MIN_SUCCESSES else "other_failures"
     if not ordered:
-        return ClusterResult([], failures, successes, embedder.name, stats)
+        return ClusterResult([], failures, successes, embedder.name, stats, contrast=mode)
+    everything = Traffic()
+    for u in ordered:
+        everything.merge(u.traffic)
+    contrast = Contrast(mode, baseline, everything, uninformative_values(everything, baseline, run_values))
+    del run_values
     if on_phase:
         on_phase("embed")
-    text = embedder.embed([u.text for u in ordered])
-    profiles = [_profile_features(u.traffic, baseline) for u in ordered]
+    text = np.asarray(embedder.embed([u.text for u in ordered]), dtype=float)
+    # too few ok events to weigh a value's lift with: the text alone places the templates
+    profiles = [_profile_features(u.traffic, baseline if mode == "successes" else Traffic(), contrast.uninformative)
+                for u in ordered]
     vocab = sorted({k for p in profiles for k in p})
     prof = np.zeros((len(ordered), max(len(vocab), 1)))
     index = {k: i for i, k in enumerate(vocab)}
@@ -397,37 +496,104 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
         groups.setdefault(int(label), []).append(i)
     total = max(failures if not include_all else failures + successes, 1)
     position = {id(u): i for i, u in enumerate(ordered)}
+    same_text = 1.0 - text_distance(embedder)
 
     def summarise(group: list[Unit]) -> Group:
-        return _summarise(group, baseline, min_size, total,
-                          [coords[position[id(u)]] for u in group])
+        return _summarise(group, contrast, min_size, total, [coords[position[id(u)]] for u in group])
+
+    def agree(a: Group, b: Group) -> bool:
+        """Whether two groups' messages say the same thing (their text centroids are close)."""
+        return float(_centroid(text, a.units, position) @ _centroid(text, b.units, position)) >= same_text
 
     clusters = [summarise([ordered[i] for i in members]) for members in groups.values()]
     # Two groups with the same status and the same explaining input conditions are one
-    # systemic failure worded differently: a policy answers conditions, not phrasing.
+    # systemic failure worded differently: a policy answers conditions, not phrasing. Unless
+    # one value is all they share: then their text must agree as well.
     by_signature: dict[str, list[Group]] = {}
     for c in clusters:
         by_signature.setdefault(c.signature if c.systemic else f"rare:{id(c)}", []).append(c)
-    clusters = [summarise([u for c in same for u in c.units]) if len(same) > 1 else same[0]
-                for same in by_signature.values()]
-    clusters = _absorb_consistent(clusters, summarise)
-    rare = sum(c.size for c in clusters if not c.systemic)
-    clusters.sort(key=lambda c: (not c.systemic, -c.size, c.fingerprint))
+    clusters = []
+    for same in by_signature.values():
+        parts = _join(same, lambda a, b: a.decisive or agree(a, b))
+        for part in parts:
+            g = summarise([u for c in part for u in c.units]) if len(part) > 1 else part[0]
+            if len(parts) > 1:  # the same conditions, different failures: their text tells them apart
+                top = max(g.units, key=lambda u: u.size).text
+                g.fingerprint += "-" + hashlib.sha256(top.encode()).hexdigest()[:4]
+            clusters.append(g)
+    clusters = _absorb_consistent(clusters, summarise, agree)
+    clusters = _regroup_by_text(clusters, text, position, summarise, same_text, min_size)
+    _name_text_clusters([c for c in clusters if c.basis == "text"], ordered, text, position)
+    rare = sum(c.size for c in clusters if c.basis == "rare")
+    clusters.sort(key=lambda c: (not c.systemic, c.basis != "text", -c.size, c.fingerprint))
     _dedupe_fingerprints(clusters)
     order = {id(c): n for n, c in enumerate(clusters)}
     by_unit = {id(u): order[id(c)] for c in clusters for u in c.units}
     unit_coords = [(float(coords[i][0]), float(coords[i][1]), u.size, by_unit[id(u)]) for i, u in enumerate(ordered)]
-    return ClusterResult(clusters, failures, successes, embedder.name, stats, rare_events=rare, unit_coords=unit_coords)
+    return ClusterResult(clusters, failures, successes, embedder.name, stats, rare_events=rare, unit_coords=unit_coords,
+                         contrast=mode)
 
 
-def _summarise(group: list[Unit], baseline: Traffic, min_size: int, total: int, coords: list[Any]) -> Group:
+def text_distance(embedder: Any) -> float:
+    """The cosine distance below which two texts say the same thing, for this embedder's space."""
+    from policyctl.cluster.embed import TEXT_DISTANCE
+
+    return float(getattr(embedder, "text_distance", None) or TEXT_DISTANCE.get(embedder.name, DISTANCE_THRESHOLD))
+
+
+def _note_run(record: Record, run_values: dict[tuple[str, Any], str]) -> None:
+    run = run_of(record)
+    if run is None:
+        return
+    keys: list[tuple[str, Any]] = list(record.fields.items())
+    keys += [("role", r) for r in record.roles]
+    for key in keys:
+        seen = run_values.get(key)
+        if seen is None:
+            if len(run_values) < MAX_TRACKED_VALUES:
+                run_values[key] = run
+        elif seen != run and seen != _MANY_RUNS:
+            run_values[key] = _MANY_RUNS
+
+
+def _centroid(text: Any, units: list[Unit], position: dict[int, int]) -> Any:
+    import numpy as np
+
+    rows = [position[id(u)] for u in units]
+    v = (text[rows] * np.array([u.size for u in units], dtype=float)[:, None]).sum(axis=0)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+def _join(groups: list[Group], link: Callable[[Group, Group], bool]) -> list[list[Group]]:
+    """The groups in connected parts: two are in one part when `link` holds for them."""
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            if root(i) != root(j) and link(groups[i], groups[j]):
+                parent[root(j)] = root(i)
+    parts: dict[int, list[Group]] = {}
+    for i, g in enumerate(groups):
+        parts.setdefault(root(i), []).append(g)
+    return list(parts.values())
+
+
+def _summarise(group: list[Unit], contrast: Contrast, min_size: int, total: int, coords: list[Any]) -> Group:
     traffic = Traffic()
     statuses: Counter[str] = Counter()
     for u in group:
         traffic.merge(u.traffic)
         statuses.update(u.statuses)
     status = statuses.most_common(1)[0][0]
-    cats, nums = distinguishing(traffic, baseline)
+    cats, nums = distinguishing(traffic, contrast.of(traffic), contrast.uninformative,
+                                min_precision=contrast.min_precision)
     cycle = next((u.cycle for u in group if u.cycle), None)
     size = sum(u.size for u in group)
     explained = any(c["field"] != "kind" for c in cats) or bool(nums) or cycle is not None
@@ -436,16 +602,90 @@ def _summarise(group: list[Unit], baseline: Traffic, min_size: int, total: int, 
     cx = sum(c[0] * w for c, w in zip(coords, weights, strict=True)) / sum(weights)
     cy = sum(c[1] * w for c, w in zip(coords, weights, strict=True)) / sum(weights)
     fp = fingerprint(status, cats, nums, cycle, top.text)
+    systemic = size >= min_size and explained
+    basis = ("deadlock" if cycle is not None else "fields") if systemic else "rare"
     return Group(fingerprint=fp, title=title(status, cats, nums, cycle, top.text), units=group,
-                   systemic=size >= min_size and explained, distinguishing=cats[:8], numeric=nums[:4], status=status,
-                   share=size / total, coords=(float(cx), float(cy)), signature=fp.rsplit("-", 1)[-1])
+                 systemic=systemic, distinguishing=cats[:8], numeric=nums[:4], status=status,
+                 share=size / total, coords=(float(cx), float(cy)), signature=fp.rsplit("-", 1)[-1], basis=basis)
 
 
-def _consistent(small: Group, big: Group) -> int:
+def _regroup_by_text(clusters: list[Group], text: Any, position: dict[int, int],
+                     summarise: Callable[[list[Unit]], Group], same_text: float, min_size: int) -> list[Group]:
+    """The failures no field explains, grouped again by their text alone; recurring groups become text clusters.
+
+    A group some field explains after all (its parts were too small alone) is systemic; one
+    too small to recur stays rare. Deadlock cycles keep their own groups.
+    """
+    kept = [c for c in clusters if c.systemic or any(u.cycle is not None for u in c.units)]
+    loose = [u for c in clusters if c not in kept for u in c.units]
+    if not loose:
+        return clusters
+    labels = _cut(text[[position[id(u)] for u in loose]], 1.0 - same_text)
+    parts: dict[int, list[Unit]] = {}
+    for u, label in zip(loose, labels, strict=True):
+        parts.setdefault(int(label), []).append(u)
+    out = list(kept)
+    for part in parts.values():
+        g = summarise(part)
+        if not g.systemic and g.size >= min_size:
+            g.basis = "text"
+        out.append(g)
+    return out
+
+
+def _cut(vectors: Any, threshold: float) -> Any:
+    """Average-linkage groups of L2-normalised rows whose cosine distance stays below `threshold`."""
+    import numpy as np
+
+    if len(vectors) == 1:
+        return np.zeros(1, dtype=int)
+    from sklearn.cluster import AgglomerativeClustering
+
+    return AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                   distance_threshold=threshold).fit_predict(vectors)
+
+
+def _name_text_clusters(groups: list[Group], ordered: list[Unit], text: Any, position: dict[int, int]) -> None:
+    """Title each text cluster by its most central message and the words that set its messages apart."""
+    if not groups:
+        return
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from policyctl.cluster.embed import readable
+    from policyctl.redact import redact_text
+
+    docs = [readable(u.text).lower() for u in ordered]
+    weights = np.array([u.size for u in ordered], dtype=float)
+    try:
+        vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-z][a-z_]{2,}\b", sublinear_tf=True)
+        matrix = vec.fit_transform(docs)
+        vocab = vec.get_feature_names_out()
+    except ValueError:  # no word of three letters in any message
+        matrix, vocab = None, np.array([])
+    overall = np.asarray(matrix.T @ weights).ravel() / weights.sum() if matrix is not None else None
+    for g in groups:
+        rows = [position[id(u)] for u in g.units]
+        sizes = np.array([u.size for u in g.units], dtype=float)
+        if matrix is not None and overall is not None:
+            mean = np.asarray(matrix[rows].T @ sizes).ravel() / sizes.sum()
+            lift = mean - overall
+            best = [int(i) for i in np.argsort(-lift, kind="stable")[:TERMS] if lift[i] > 0 and mean[i] > 0]
+            g.terms = [t for t in (str(vocab[i]) for i in best) if redact_text(t) == t]
+        sims = text[rows] @ text[rows].T
+        central = g.units[int(np.argmax(sims @ sizes))]
+        g.title = f"{g.status}: {redact_text(central.text)[:100]}"
+        parts = [f"status={g.status}", "text=" + ",".join(sorted(g.terms[:3]) or [readable(central.text)])]
+        digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
+        g.fingerprint = f"{_slug('-'.join([g.status, 'text', *g.terms[:2]]))}-{digest}"
+
+
+def _consistent(small: Group, big: Group, agree: Callable[[Group, Group], bool]) -> int:
     """How many of big's explaining conditions small's events also meet (0 when any is not met).
 
     A few events of a failure worded another way are too few to be significant alone; if they
-    meet every condition that explains a bigger cluster with the same status, they are that failure.
+    meet every condition that explains a bigger cluster with the same status, they are that failure
+    (when one value is all big's explanation, only if their text agrees as well).
     """
     if small.status != big.status or not big.systemic or big.size <= small.size:
         return 0
@@ -466,17 +706,20 @@ def _consistent(small: Group, big: Group) -> int:
         if not xs or len(beyond) < 0.8 * len(xs):
             return 0
         met += 1
+    if met and not big.decisive and not agree(small, big):
+        return 0
     return met
 
 
-def _absorb_consistent(clusters: list[Group], summarise: Callable[[list[Unit]], Group]) -> list[Group]:
+def _absorb_consistent(clusters: list[Group], summarise: Callable[[list[Unit]], Group],
+                       agree: Callable[[Group, Group], bool]) -> list[Group]:
     clusters = sorted(clusters, key=lambda c: -c.size)
     absorbed: dict[int, list[Group]] = {}
     kept: list[Group] = []
     for c in clusters:
         best, best_met = None, 0
         for i, big in enumerate(kept):
-            met = _consistent(c, big)
+            met = _consistent(c, big, agree)
             if met > best_met:
                 best, best_met = i, met
         if best is None:

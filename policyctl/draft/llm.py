@@ -2,7 +2,8 @@
 
 Claude is prompted with the Rego conventions and the rego-cpp hazards (system prompt), the
 policy set it adds to, the cluster summary, training failures and similar successful
-traffic (secrets masked), and the module name it must use. Its reply must hold exactly one
+traffic, and the module name it must use. Every part of every message sent (the prompt and
+each retry's feedback) goes through `policyctl.redact`, the masker of the PR bodies too. Its reply must hold exactly one
 ```rego block. The module is parsed, compiled with the policy set, evaluated on the
 training failures (which gives the remedy and the `prevent` fixtures), given `keep`
 fixtures from the nearest ok traffic, and verified like every draft. Whatever fails goes
@@ -34,6 +35,7 @@ from policyctl.errors import PolicyCompileError, PolicyctlError
 from policyctl.model.draft import Draft, Remedy
 from policyctl.model.region import region_of_cluster
 from policyctl.model.values import value_at
+from policyctl.redact import redact_text, redact_value
 from policyctl.repo import Snapshot
 from policyctl.shadow.replay import decide, signature
 
@@ -51,54 +53,6 @@ class AnthropicError(PolicyctlError):
     """Claude could not be asked: no key, unreachable, rate limited, timed out or refused the request."""
 
     code = "anthropic_error"
-
-
-# --------------------------------------------------------------------------- secrets
-
-_SECRET_KEY = re.compile(r"(?:^|[_.-])(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
-                         r"private[_-]?key|authorization|credentials?|cookie|session[_-]?id)(?:$|[_.-])", re.I)
-_TOKENS = [
-    (re.compile(r"\b(sk-ant-[\w-]{8,}|sk-[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|"
-                r"xox[abprs]-[\w-]{8,}|glpat-[\w-]{16,})"), "<secret>"),
-    (re.compile(r"\beyJ[\w-]{6,}\.[\w-]{6,}\.[\w-]{6,}"), "<jwt>"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]{8,}"), r"\1 <secret>"),
-    (re.compile(r"(?i)\b(pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|auth)(\s*[=:]\s*)"
-                r"(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"), r"\1\2<secret>"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+@"), r"\1<secret>@"),
-    # long runs of letters and digits together: keys and digests, never words
-    (re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b"), "<secret>"),
-]
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)+\b")
-_IPV4 = re.compile(r"\b(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\b")
-_IPV6 = re.compile(r"(?i)(?<![\w:])(?:(?:[0-9a-f]{1,4}:){3,7}[0-9a-f]{1,4}|"
-                   r"(?:[0-9a-f]{1,4}:)*[0-9a-f]{1,4}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)?|"
-                   r"::[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)(?![\w:])")
-
-
-def mask_secrets(text: str) -> str:
-    """A log message fit for a prompt: credentials, keys, tokens, emails and IP addresses masked."""
-    for pattern, repl in _TOKENS:
-        text = pattern.sub(repl, text)
-    text = _EMAIL.sub("<email>", text)
-    text = _IPV4.sub("<ip>", text)
-    return _IPV6.sub("<ip>", text)
-
-
-def redact_input(value: Any, key: str = "") -> Any:
-    """An input fit for a prompt: values under secret-looking keys and credential-shaped strings masked.
-
-    Emails and addresses stay: a policy may test them, and they are the agents' own fields.
-    """
-    if key and _SECRET_KEY.search(key) and isinstance(value, str | int | float) and not isinstance(value, bool):
-        return "<redacted>"
-    if isinstance(value, dict):
-        return {k: redact_input(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_input(v) for v in value]
-    if isinstance(value, str):
-        for pattern, repl in _TOKENS:
-            value = pattern.sub(repl, value)
-    return value
 
 
 # --------------------------------------------------------------------------- prompt
@@ -281,12 +235,12 @@ def render_event(e: dict[str, Any]) -> str:
     """One event as a compact JSON line for the prompt, secrets masked."""
     logged: dict[str, Any] = e["decision"] if isinstance(e.get("decision"), dict) else {}
     outcome: dict[str, Any] = e["outcome"] if isinstance(e.get("outcome"), dict) else {}
-    out: dict[str, Any] = {"input": redact_input(e["input"]),
+    out: dict[str, Any] = {"input": e["input"],
                            "decision": {k: logged[k] for k in ("action", "params") if k in logged}}
     out["outcome"] = {k: outcome[k] for k in ("status", "code") if outcome.get(k) is not None}
     if isinstance(outcome.get("message"), str):
-        out["outcome"]["message"] = mask_secrets(outcome["message"])
-    return json.dumps(out, separators=(", ", ": "), default=str)
+        out["outcome"]["message"] = outcome["message"]
+    return json.dumps(redact_value(out), separators=(", ", ": "), default=str)
 
 
 def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: int = SAMPLES) -> str:
@@ -295,7 +249,8 @@ def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: i
     path = f"policies/rules/{name}.rego"
     data = c.to_dict()
     summary = {k: data[k] for k in _SUMMARY_KEYS if data.get(k) not in (None, [], {})}
-    summary["templates"] = [{"template": mask_secrets(t.template), "count": t.count} for t in c.templates[:8]]
+    summary["templates"] = [{"template": t.template, "count": t.count} for t in c.templates[:8]]
+    summary = redact_value(summary)
     failures = spread(ev.train, samples)
     ok = similar_ok(ev, samples)
     lines = [
@@ -327,7 +282,8 @@ def build_prompt(ev: Evidence, *, name: str, base_snapshot: Snapshot, samples: i
         "",
         "Answer with the `When:` and `Why:` lines and exactly one ```rego block holding the whole module.",
     ]
-    return "\n".join(lines)
+    # the policy set, the vocabulary and the figures too: a data document or a comment may hold a secret
+    return redact_text("\n".join(lines))
 
 
 def _vocabulary_section(base_snapshot: Snapshot, ev: Evidence) -> str:
@@ -444,7 +400,7 @@ def _expect(decision: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 600) -> str:
-    text = json.dumps(redact_input(value), separators=(",", ":"), default=str)
+    text = json.dumps(redact_value(value), separators=(",", ":"), default=str)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -707,7 +663,7 @@ def _feedback(attempt: int, problems: list[str]) -> str:
     lines += [f"- {p}" for p in problems[:12]] or ["- (no details)"]
     lines += ["", "Fix these and answer again in the same format: the `When:` and `Why:` lines, then exactly one "
               "```rego block holding the whole module."]
-    return "\n".join(lines)
+    return redact_text("\n".join(lines))  # compile errors quote the module, verification quotes inputs
 
 
 def _api_message(exc: anthropic.APIStatusError) -> str:

@@ -143,12 +143,17 @@ class Cluster:
     """One failure cluster: what fails, how often, since when, and what sets it apart from ok traffic.
 
     `systemic` clusters are big enough and explained by their inputs (distinguishing
-    values, numeric bounds or a deadlock cycle); the others are rare failures.
+    values, numeric bounds or a deadlock cycle): the ones a policy answers, the only ones
+    `draft` and the bot see. `basis` says what holds a cluster together: `fields` or
+    `deadlock` (systemic), `text` (a recurring failure no input field separates from the
+    rest, grouped by what its messages say: no policy handle, so never drafted; `terms`
+    are the words that set its messages apart), or `rare` (too few events to recur).
     """
 
     fingerprint: str  # stable across logs of the same failure: built from what explains it
     title: str
     systemic: bool
+    basis: str = ""  # fields, deadlock, text or rare; "" in a document written before it existed: derived
     status: str  # the most common outcome status of its failures
     statuses: dict[str, int] = dataclasses.field(default_factory=dict)
     size: int
@@ -161,13 +166,26 @@ class Cluster:
     numeric: list[NumericBound] = dataclasses.field(default_factory=list)
     deadlock: DeadlockCycle | None = None
     templates: list[TemplateCount] = dataclasses.field(default_factory=list)
+    terms: list[str] = dataclasses.field(default_factory=list)  # text clusters: the words their messages share
+    runs: int | None = None  # how many runs its failures come from, when the events name their run
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {id, message, where} of a few failures
     coords: tuple[float, float] | None = None  # its place on the HTML report's map
     members: list[str]  # the event ids
     extra: dict[str, Any] = _keep()
 
-    KEYS = ("fingerprint", "title", "systemic", "status", "statuses", "size", "share", "first_seen", "last_seen",
-            "agents", "roles", "distinguishing", "numeric", "deadlock", "templates", "examples", "coords", "members")
+    KEYS = ("fingerprint", "title", "systemic", "basis", "status", "statuses", "size", "share", "first_seen",
+            "last_seen", "agents", "roles", "distinguishing", "numeric", "deadlock", "templates", "terms", "runs",
+            "examples", "coords", "members")
+
+    def __post_init__(self) -> None:
+        if not self.basis:
+            object.__setattr__(self, "basis", "deadlock" if self.systemic and self.deadlock is not None
+                               else "fields" if self.systemic else "rare")
+
+    @property
+    def policy_handle(self) -> bool:
+        """Whether an input field (or a wait-for cycle) explains it, so a policy can answer it."""
+        return self.basis in ("fields", "deadlock")
 
     @classmethod
     def from_dict(cls, raw: Any, *, where: str = "", root: str = "") -> Cluster:
@@ -179,7 +197,8 @@ class Cluster:
     def _from_valid(cls, raw: Mapping[str, Any]) -> Cluster:
         deadlock, coords = raw.get("deadlock"), raw.get("coords")
         return cls(
-            fingerprint=raw["fingerprint"], title=raw["title"], systemic=raw["systemic"], status=raw["status"],
+            fingerprint=raw["fingerprint"], title=raw["title"], systemic=raw["systemic"],
+            basis=raw.get("basis") or "", status=raw["status"],
             statuses=dict(raw.get("statuses") or {}), size=raw["size"], share=raw["share"],
             first_seen=raw.get("first_seen"), last_seen=raw.get("last_seen"),
             agents=AgentSummary.from_dict(raw.get("agents") or {}), roles=dict(raw.get("roles") or {}),
@@ -187,19 +206,21 @@ class Cluster:
             numeric=[NumericBound.from_dict(n) for n in raw.get("numeric") or []],
             deadlock=DeadlockCycle.from_dict(deadlock) if deadlock is not None else None,
             templates=[TemplateCount.from_dict(t) for t in raw.get("templates") or []],
+            terms=list(raw.get("terms") or []), runs=raw.get("runs"),
             examples=[dict(e) for e in raw.get("examples") or []],
             coords=(coords[0], coords[1]) if coords is not None else None,
             members=list(raw["members"]), extra=_extra(raw, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "fingerprint": self.fingerprint, "title": self.title, "systemic": self.systemic, "status": self.status,
-            "statuses": dict(self.statuses), "size": self.size, "share": self.share,
+            "fingerprint": self.fingerprint, "title": self.title, "systemic": self.systemic, "basis": self.basis,
+            "status": self.status, "statuses": dict(self.statuses), "size": self.size, "share": self.share,
             "first_seen": self.first_seen, "last_seen": self.last_seen, "agents": self.agents.to_dict(),
             "roles": dict(self.roles), "distinguishing": [d.to_dict() for d in self.distinguishing],
             "numeric": [n.to_dict() for n in self.numeric],
             "deadlock": self.deadlock.to_dict() if self.deadlock is not None else None,
-            "templates": [t.to_dict() for t in self.templates], "examples": [dict(e) for e in self.examples],
+            "templates": [t.to_dict() for t in self.templates], "terms": list(self.terms), "runs": self.runs,
+            "examples": [dict(e) for e in self.examples],
         }
         if self.coords is not None:
             out["coords"] = list(self.coords)
@@ -209,7 +230,7 @@ class Cluster:
 
 @dataclass(frozen=True, kw_only=True)
 class Totals:
-    """What the clustering read and found: lines, failures, the ok baseline, systemic and rare events."""
+    """What the clustering read and found: lines, failures, the ok baseline, systemic, text and rare events."""
 
     lines: int = 0
     rejected: int = 0  # malformed lines skipped
@@ -218,23 +239,27 @@ class Totals:
     successes: int
     systemic_clusters: int
     systemic_events: int
-    rare_events: int
+    text_clusters: int = 0  # recurring failures without a policy handle (basis `text`)
+    text_events: int = 0
+    rare_events: int  # in clusters too small to recur
     extra: dict[str, Any] = _keep()
 
     KEYS = ("lines", "rejected", "truncated", "failures", "successes", "systemic_clusters", "systemic_events",
-            "rare_events")
+            "text_clusters", "text_events", "rare_events")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Totals:
         """From a dict the schema has checked (ClusterReport.from_dict does)."""
         return cls(lines=raw.get("lines", 0), rejected=raw.get("rejected", 0), truncated=raw.get("truncated", 0),
                    failures=raw["failures"], successes=raw["successes"], systemic_clusters=raw["systemic_clusters"],
-                   systemic_events=raw["systemic_events"], rare_events=raw["rare_events"], extra=_extra(raw, cls.KEYS))
+                   systemic_events=raw["systemic_events"], text_clusters=raw.get("text_clusters", 0),
+                   text_events=raw.get("text_events", 0), rare_events=raw["rare_events"], extra=_extra(raw, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "rejected": self.rejected, "truncated": self.truncated, "failures": self.failures,
                 "successes": self.successes, "systemic_clusters": self.systemic_clusters,
-                "systemic_events": self.systemic_events, "rare_events": self.rare_events} | self.extra
+                "systemic_events": self.systemic_events, "text_clusters": self.text_clusters,
+                "text_events": self.text_events, "rare_events": self.rare_events} | self.extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +268,10 @@ class ClusterReport:
 
     version: int = 1
     embedder: str
+    # what "distinguishing" compares a cluster with: `successes` (the ok traffic of the logs), or
+    # `other_failures` when the logs hold too little ok traffic (CONTRAST_MIN_SUCCESSES in cluster.core):
+    # then a Distinguishing's `success_share` is its value's share among the other clusters' failures
+    contrast: str = "successes"
     inputs: list[str] = dataclasses.field(default_factory=list)
     totals: Totals
     problems: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # Problem.to_dict() of bad lines
@@ -250,23 +279,30 @@ class ClusterReport:
     clusters: list[Cluster] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = _keep()
 
-    KEYS = ("version", "embedder", "inputs", "totals", "problems", "warnings", "clusters")
+    KEYS = ("version", "embedder", "contrast", "inputs", "totals", "problems", "warnings", "clusters")
 
     @property
     def systemic(self) -> list[Cluster]:
         return [c for c in self.clusters if c.systemic]
 
+    @property
+    def text_clusters(self) -> list[Cluster]:
+        """Recurring failures grouped by their text, which no input field explains: reported, never drafted."""
+        return [c for c in self.clusters if c.basis == "text"]
+
     @classmethod
     def from_dict(cls, raw: Any, *, where: str = "") -> ClusterReport:
         """clusters.json as read; a ValidationError names the first bad field (`clusters[3].size`)."""
         validate("clusters", raw, where=where)
-        return cls(version=raw["version"], embedder=raw["embedder"], inputs=list(raw.get("inputs") or []),
+        return cls(version=raw["version"], embedder=raw["embedder"], contrast=raw.get("contrast") or "successes",
+                   inputs=list(raw.get("inputs") or []),
                    totals=Totals.from_dict(raw["totals"]), problems=[dict(p) for p in raw.get("problems") or []],
                    warnings=[dict(p) for p in raw.get("warnings") or []],
                    clusters=[Cluster._from_valid(c) for c in raw["clusters"]], extra=_extra(raw, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "embedder": self.embedder, "inputs": list(self.inputs),
+        return {"version": self.version, "embedder": self.embedder, "contrast": self.contrast,
+                "inputs": list(self.inputs),
                 "totals": self.totals.to_dict(), "problems": [dict(p) for p in self.problems],
                 "warnings": [dict(p) for p in self.warnings],
                 "clusters": [c.to_dict() for c in self.clusters]} | self.extra

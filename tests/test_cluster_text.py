@@ -1,0 +1,191 @@
+"""Failures no field explains, grouped by their text; explanations that need a contrast; inputs no embedder may crash on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import PROJECT
+
+from policyctl.cli.main import main
+from policyctl.cluster import cluster_logs
+from policyctl.cluster.embed import get_embedder
+from policyctl.cluster.report import dumps, render_html, render_table
+from policyctl.model.cluster import ClusterReport
+from policyctl.model.schema import schema_errors
+
+sys.path.insert(0, str(PROJECT / "bench"))
+from corpora.agent_transcripts import generate, write  # noqa: E402
+
+
+def event(i: int, message: str | None, *, status: str = "error", run: str = "r1", **fields: Any) -> dict[str, Any]:
+    action = {"type": fields.pop("type", "message"), **({"tool": fields.pop("tool")} if "tool" in fields else {})}
+    outcome: dict[str, Any] = {"status": status}
+    if message is not None:
+        outcome["message"] = message
+    return {"id": f"e{i}", "ts": f"2026-03-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
+            "input": {"kind": "action", "agents": [{"id": f"a-{run}", "role": fields.pop("role", "assistant")}],
+                      "action": action, "context": {"run_id": run, "system": "AG2", **fields}},
+            "outcome": outcome}
+
+
+def jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+@pytest.fixture(scope="module")
+def transcripts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    corpus = generate(seed=3, variant="heldout")
+    log = tmp_path_factory.mktemp("transcripts") / "events.jsonl"
+    write(corpus, log)
+    return log, corpus.labels
+
+
+# --------------------------------------------------------------------------- no input crashes an embedder
+
+
+EDGE_TEXTS = [[], [""], ["   "], ["only one message"], ["same words"] * 6, ["", "", ""], ["x", "é", "<*> <*>"]]
+
+
+def check_vectors(texts: list[str], vectors: Any) -> None:
+    assert len(vectors) == len(texts)
+    if len(texts):
+        assert np.isfinite(vectors).all()
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("texts", EDGE_TEXTS, ids=["none", "empty", "blank", "one", "identical", "all-empty", "tiny"])
+def test_tfidf_embeds_any_input(texts: list[str]) -> None:
+    check_vectors(texts, get_embedder("tfidf").embed(texts))
+
+
+@pytest.mark.slow
+def test_minilm_embeds_any_input() -> None:
+    embedder = get_embedder("minilm")
+    for texts in EDGE_TEXTS:
+        check_vectors(texts, embedder.embed(texts))
+
+
+@pytest.mark.parametrize("case", ["empty-file", "missing-messages", "empty-messages", "one-event", "identical"])
+def test_no_input_crashes_the_clustering(tmp_path: Path, case: str) -> None:
+    events = {
+        "empty-file": [],
+        "missing-messages": [event(i, None, run=f"r{i % 3}") for i in range(8)],
+        "empty-messages": [event(i, "", run=f"r{i % 3}") for i in range(8)],
+        "one-event": [event(0, "tool call failed: timeout")],
+        "identical": [event(0, "tool call failed: timeout")] * 12,
+    }[case]
+    log = jsonl(tmp_path / "events.jsonl", events)
+    if not events:
+        assert main(["cluster", str(log), "--embedder", "tfidf", "--json"]) == 1  # nothing readable: an error, not a crash
+        return
+    doc, points = cluster_logs([log], embedder="tfidf")
+    assert not schema_errors("clusters", doc.to_dict())
+    assert sum(c.size for c in doc.clusters) == len(events)
+    render_html(doc, points), render_table(doc)
+    assert ClusterReport.from_dict(json.loads(dumps(doc))) == doc
+    if case in ("missing-messages", "empty-messages", "identical"):
+        # the same (lack of) text, no field that differs: one recurring failure, and nothing to draft from
+        assert not doc.systemic and len(doc.text_clusters) == 1
+
+
+@pytest.mark.slow
+def test_minilm_clusters_identical_and_empty_events(tmp_path: Path) -> None:
+    log = jsonl(tmp_path / "events.jsonl", [event(0, "tool call failed: timeout")] * 6 +
+                [event(i, None, run=f"r{i}") for i in range(1, 7)])
+    doc, _ = cluster_logs([log], embedder="minilm")
+    assert sum(c.size for c in doc.clusters) == 12 and not doc.systemic
+
+
+# --------------------------------------------------------------------------- explanations need contrast
+
+
+def test_values_in_every_event_or_in_one_run_never_explain(tmp_path: Path) -> None:
+    # one run's loop: 12 failures, all with the run's own task; other runs fail in other ways;
+    # every event has one agent and the same system
+    events = [event(i, f"agent repeated step {i}: calling search again", run="r-loop", task="snake game")
+              for i in range(12)]
+    events += [event(100 + i, f"plan {i} skipped the review", run=f"r{i % 6}", task=f"task {i % 6}")
+               for i in range(30)]
+    events += [event(200 + i, "done", status="ok", run=f"r{i % 6}", task=f"task {i % 6}") for i in range(40)]
+    doc, _ = cluster_logs([jsonl(tmp_path / "events.jsonl", events)], embedder="tfidf")
+    assert doc.contrast == "successes"
+    offered = {d.field for c in doc.clusters for d in c.distinguishing}
+    assert not offered & {"count(agents)", "context.system", "context.run_id", "context.task", "role"}, offered
+    loop = next(c for c in doc.clusters if "e0" in c.members)
+    assert not loop.systemic and loop.basis == "text" and loop.runs == 1
+
+
+def test_input_without_successes_is_reported_and_compared_with_other_failures(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    events = [event(i, f"upload of part {i} failed: quota exceeded", tool="uploader", type="tool_result",
+                    run=f"r{i % 7}") for i in range(20)]
+    events += [event(100 + i, f"model answered in German although asked for English ({i})", run=f"r{i % 7}")
+               for i in range(20)]
+    events += [event(200 + i, f"step {i} not found in plan", run=f"r{i % 5}", tool=["search", "shell"][i % 2])
+               for i in range(20)]
+    log = jsonl(tmp_path / "events.jsonl", events)
+    doc, points = cluster_logs([log], embedder="tfidf")
+    assert doc.contrast == "other_failures" and doc.to_dict()["contrast"] == "other_failures"
+    upload = next(c for c in doc.clusters if "e0" in c.members)
+    # the uploader tool is this group's alone among the failures: a handle, measured against the other failures
+    assert upload.systemic and upload.size == 20
+    assert [(d.field, d.value) for d in upload.distinguishing if d.field == "action.tool"] == [("action.tool", "uploader")]
+    assert all(d.field != "count(agents)" for c in doc.clusters for d in c.distinguishing)
+    html = render_html(doc, points)
+    assert "compared with the other failures" in html and "of other failures" in html
+    assert main(["cluster", str(log), "--embedder", "tfidf"]) == 0
+    assert "compared with the other failures" in capsys.readouterr().out
+
+
+def test_one_shared_value_does_not_merge_failures_whose_text_differs(tmp_path: Path) -> None:
+    # two different failures of the deploy tool, and successes where deploy is rare: before, both got
+    # the fingerprint "error, action.type=deploy" and became one cluster
+    events = [event(i, f"disk quota exceeded on volume vol-{i}", type="deploy", run=f"r{i % 9}") for i in range(25)]
+    events += [event(100 + i, f"TLS certificate for host web-{i} expired yesterday", type="deploy", run=f"r{i % 8}")
+               for i in range(25)]
+    events += [event(200 + i, "ok", status="ok", type=["deploy", "search", "shell", "git"][min(i % 40, 3)],
+                     run=f"r{i % 9}") for i in range(200)]
+    doc, _ = cluster_logs([jsonl(tmp_path / "events.jsonl", events)], embedder="tfidf")
+    quota = next(c for c in doc.clusters if "e0" in c.members)
+    cert = next(c for c in doc.clusters if "e100" in c.members)
+    assert quota is not cert
+    assert quota.size == 25 and cert.size == 25
+    assert len({quota.fingerprint, cert.fingerprint}) == 2
+
+
+# --------------------------------------------------------------------------- text clusters on agent transcripts
+
+
+def test_transcript_failures_form_titled_text_clusters_the_bot_never_sees(transcripts: tuple[Path, dict[str, str]],
+                                                                          tmp_path: Path) -> None:
+    log, labels = transcripts
+    out, page = tmp_path / "clusters.json", tmp_path / "report.html"
+    assert main(["cluster", str(log), "--embedder", "tfidf", "-o", str(out), "--html", str(page)]) == 0
+    doc = ClusterReport.from_dict(json.loads(out.read_text()))
+    assert doc.contrast == "other_failures" and doc.totals.successes == 0
+    text = doc.text_clusters
+    assert len(text) >= 8 and doc.totals.text_clusters == len(text)
+    assert doc.totals.text_events == sum(c.size for c in text)
+    kinds, pure = set(), 0
+    for c in text:
+        assert not c.systemic and not c.policy_handle and c not in doc.systemic
+        assert c.size >= 5 and c.title and c.terms and c.examples and c.runs and c.runs >= 1
+        kind, n = Counter(labels[m] for m in c.members).most_common(1)[0]
+        assert n / c.size >= 0.6, f"{c.title} mixes {Counter(labels[m] for m in c.members)}"
+        kinds.add(kind)
+        pure += n
+    assert pure >= 0.9 * doc.totals.text_events  # a text cluster holds one failure kind
+    assert len(kinds) >= 8  # and most failure kinds recur as text clusters of their own
+    # no constant, no system, no run explains anything; the systemic ones (if any) have a real handle
+    for c in doc.systemic:
+        assert {d.field for d in c.distinguishing} <= {"action.tool", "action.type", "kind"}
+    html = page.read_text()
+    assert "Recurring failures without a policy handle" in html
+    assert all(c.fingerprint in html for c in text)
