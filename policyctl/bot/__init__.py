@@ -157,10 +157,10 @@ def _norm(text: str) -> str:
 
 def _commit_message(d: Any, cluster: Cluster, base: str, base_sha: str, evidence: str) -> str:
     from policyctl.bot.body import commit_subject, plain_words
-    from policyctl.redact import redact_text as mask_secrets
+    from policyctl.redact import redact_text
 
     params = f" {json.dumps(d.remedy.params, sort_keys=True)}" if d.remedy.params else ""
-    return mask_secrets(
+    return redact_text(
         f"{commit_subject(d)}\n\n{plain_words(d)}\n{d.remedy.action}{params}: {d.remedy.why}\n\n"
         f"Cluster {d.fingerprint}: {cluster.size} failures. Adds {d.module_path}, "
         f"{d.fixtures_path} ({len(d.fixtures)} fixtures) and the masked evidence sample {evidence}.\n"
