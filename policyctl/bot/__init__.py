@@ -196,11 +196,12 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
     say(f"[1/4] clustering {len(logs)} log file(s) ({embedder})")
     clusters, points = cluster_logs(logs, embedder=embedder, min_size=min_size)
     if report_dir is not None:
-        from policyctl.cluster.report import dumps, render_html
+        from policyctl.cluster.report import dumps, find_merges, render_html
 
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "clusters.json").write_text(dumps(clusters))
-        (report_dir / "clusters.html").write_text(render_html(clusters, points))
+        # the rules on the base that answer a cluster are marked on its timeline when they were merged
+        (report_dir / "clusters.html").write_text(render_html(clusters, points, find_merges(repo, base_ref)))
     result = BotRun(provider=forge.name, base=base, base_sha=base_sha, dry_run=dry_run,
                     failures=clusters.totals.failures)
     systemic = sorted(clusters.systemic, key=lambda c: (-c.size, c.fingerprint))

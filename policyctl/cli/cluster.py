@@ -21,12 +21,15 @@ from policyctl.cli.common import format_options
 @click.option("--all", "include_all", is_flag=True, help="Cluster every event, not only failures.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write clusters.json here.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report with a 2-D map of the clusters.")
+              help="Write a self-contained HTML report: cluster sizes, a timeline per cluster, one-off failures.")
+@click.option("--repo", "repo", type=click.Path(file_okay=False, path_type=Path),
+              help="The policy repository: mark on each timeline when a rule answering the cluster "
+                   "(METADATA custom.cluster) was merged. Without it, no marks.")
 @click.option("--json", "as_json", is_flag=True, help="Print clusters.json to standard output.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed line instead of skipping it.")
 def cluster(logs: tuple[Path, ...], fmt: str, maps: tuple[str, ...], mapping_file: Path | None, embedder: str,
-            min_size: int, include_all: bool, output: Path | None, html_path: Path | None, as_json: bool,
-            strict: bool) -> int:
+            min_size: int, include_all: bool, output: Path | None, html_path: Path | None, repo: Path | None,
+            as_json: bool, strict: bool) -> int:
     """Cluster the failures in LOGS into systemic failures a policy can answer.
 
     Reads any log format policyctl knows (see --format), streaming. Masks
@@ -37,9 +40,13 @@ def cluster(logs: tuple[Path, ...], fmt: str, maps: tuple[str, ...], mapping_fil
     reported with file:line, never fatal unless --strict.
     """
     from policyctl.cluster import cluster_logs
-    from policyctl.cluster.report import dumps, render_html, render_table
+    from policyctl.cluster.report import dumps, find_merges, render_html, render_table
+    from policyctl.errors import UsageError
     from policyctl.ingest import ReadSummary, load_mapping
 
+    if repo is not None and not html_path:
+        raise UsageError("--repo marks rule merges on the HTML report's timelines: give --html too")
+    merges = find_merges(repo) if repo is not None else {}  # a bad --repo fails before any log is read
     progress, finish = _progress(logs)
     summary = ReadSummary()
     try:
@@ -54,7 +61,7 @@ def cluster(logs: tuple[Path, ...], fmt: str, maps: tuple[str, ...], mapping_fil
         output.write_text(dumps(doc))
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(doc, points))
+        html_path.write_text(render_html(doc, points, merges))
     if as_json:
         sys.stdout.write(dumps(doc))
     else:

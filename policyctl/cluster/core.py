@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from policyctl.cluster.ingest import STRUCTURED, IngestStats, Record
@@ -28,6 +29,7 @@ from policyctl.model.cluster import (
     Distinguishing,
     NumericBound,
     TemplateCount,
+    Timeline,
 )
 from policyctl.model.values import human
 
@@ -46,6 +48,11 @@ TERMS = 5
 RUN_FIELD = re.compile(r"(?:^|[._])(?:run|session|conversation|thread|trace|episode|trajectory)(?:_?id)?$", re.I)
 _MANY_RUNS = "\0many"
 MAX_TRACKED_VALUES = 200_000
+# Timelines: every cluster's failures in the same buckets, at most TIMELINE_BUCKETS of them (a bar
+# still a few pixels wide in the report), each a round step so the axis reads as times of day or dates.
+TIMELINE_BUCKETS = 48
+TIMELINE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+MAX_TIMES = 20_000  # distinct minutes a unit counts; beyond that its times coarsen to hours, then days
 
 
 # --------------------------------------------------------------------------- traffic statistics
@@ -142,6 +149,8 @@ class Unit:
     examples: list[dict[str, str]] = field(default_factory=list)
     cycle: dict[str, Any] | None = None
     runs: set[str] = field(default_factory=set)
+    times: Counter[int] = field(default_factory=Counter)  # failures per minute (epoch seconds, UTC)
+    grain: int = 60
 
     @property
     def size(self) -> int:
@@ -163,8 +172,46 @@ class Unit:
                 self.first = record.ts
             if self.last is None or record.ts > self.last:
                 self.last = record.ts
+            at = epoch_seconds(record.ts)
+            if at is not None:
+                self.times[at // self.grain * self.grain] += 1
+                if len(self.times) > MAX_TIMES and self.grain < 86400:
+                    self.coarsen(3600 if self.grain < 3600 else 86400)
         if len(self.examples) < EXAMPLES and all(e["message"] != record.message for e in self.examples):
             self.examples.append({"id": record.id, "message": record.message[:500], "where": record.where})
+
+
+    def coarsen(self, grain: int) -> None:
+        """Count its times in buckets of `grain` seconds (a long log of one template stays small)."""
+        if grain > self.grain:
+            coarse: Counter[int] = Counter()
+            for at, n in self.times.items():
+                coarse[at // grain * grain] += n
+            self.times, self.grain = coarse, grain
+
+
+def epoch_seconds(ts: str) -> int | None:
+    """An ISO 8601 timestamp as whole seconds since the epoch (naive times are UTC); None if it is not one."""
+    try:
+        at = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp())
+
+
+def timeline_axis(units: Iterable[Unit]) -> tuple[int, int, int] | None:
+    """The buckets every cluster's timeline shares: (start, step, count) in seconds, or None without times."""
+    times = [at for u in units for at in (min(u.times, default=None), max(u.times, default=None)) if at is not None]
+    if not times:
+        return None
+    first, last = min(times), max(times)
+    span = last - first + 1
+    step = next((s for s in TIMELINE_STEPS if span <= s * TIMELINE_BUCKETS),
+                -(-span // (TIMELINE_BUCKETS * 86400)) * 86400)
+    start = first // step * step
+    return start, step, (last - start) // step + 1
 
 
 def run_of(record: Record) -> str | None:
@@ -210,6 +257,7 @@ class Group:
     signature: str = ""
     basis: str = ""  # fields, deadlock, text or rare (see model.cluster.Cluster)
     terms: list[str] = field(default_factory=list)
+    axis: tuple[int, int, int] | None = None  # timeline_axis of all the clusters, set once they are final
 
     @property
     def decisive(self) -> bool:
@@ -257,8 +305,18 @@ class Group:
             deadlock=DeadlockCycle.from_dict(cycle) if cycle else None,
             templates=[TemplateCount(t, c) for t, c in templates.most_common(10)],
             terms=list(self.terms), runs=len(runs) if runs else None, examples=examples, coords=(round(self.coords[0], 4), round(self.coords[1], 4)),
-            members=self.members,
+            timeline=self.timeline(), members=self.members,
         )
+
+    def timeline(self) -> Timeline | None:
+        if self.axis is None:
+            return None
+        start, step, n = self.axis
+        counts = [0] * n
+        for u in self.units:
+            for at, k in u.times.items():
+                counts[min(max((at - start) // step, 0), n - 1)] += k
+        return Timeline(datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), step, tuple(counts))
 
 
 def chance(k: int, n: int, p: float) -> float:
@@ -527,6 +585,9 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
     rare = sum(c.size for c in clusters if c.basis == "rare")
     clusters.sort(key=lambda c: (not c.systemic, c.basis != "text", -c.size, c.fingerprint))
     _dedupe_fingerprints(clusters)
+    axis = timeline_axis(ordered)
+    for c in clusters:
+        c.axis = axis
     order = {id(c): n for n, c in enumerate(clusters)}
     by_unit = {id(u): order[id(c)] for c in clusters for u in c.units}
     unit_coords = [(float(coords[i][0]), float(coords[i][1]), u.size, by_unit[id(u)]) for i, u in enumerate(ordered)]
@@ -748,6 +809,9 @@ def _merge_cycles(units: dict[str, Unit]) -> None:
                 small.templates.update(big.templates)
                 small.members.extend(big.members)
                 small.agents.update(big.agents)
+                big.coarsen(small.grain)
+                small.coarsen(big.grain)
+                small.times.update(big.times)
                 firsts = [x for x in (small.first, big.first) if x]
                 lasts = [x for x in (small.last, big.last) if x]
                 small.first = min(firsts) if firsts else None

@@ -138,6 +138,30 @@ class TemplateCount:
         return {"template": self.template, "count": self.count} | self.extra
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """A cluster's failures over time: `counts[i]` failures in the `step` seconds from `start` + i * `step`.
+
+    Every cluster of one clusters.json shares `start`, `step` and the number of buckets, so
+    their timelines line up; `start` is an ISO 8601 time in UTC.
+    """
+
+    start: str
+    step: int
+    counts: tuple[int, ...]
+    extra: dict[str, Any] = _keep()
+
+    KEYS = ("start", "step", "counts")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Timeline:
+        """From a dict the schema has checked (Cluster.from_dict does)."""
+        return cls(raw["start"], raw["step"], tuple(raw["counts"]), _extra(raw, cls.KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "step": self.step, "counts": list(self.counts)} | self.extra
+
+
 @dataclass(frozen=True, kw_only=True)
 class Cluster:
     """One failure cluster: what fails, how often, since when, and what sets it apart from ok traffic.
@@ -170,12 +194,13 @@ class Cluster:
     runs: int | None = None  # how many runs its failures come from, when the events name their run
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {id, message, where} of a few failures
     coords: tuple[float, float] | None = None  # its place on the HTML report's map
+    timeline: Timeline | None = None  # its failures per time bucket; None when its events carry no time
     members: list[str]  # the event ids
     extra: dict[str, Any] = _keep()
 
     KEYS = ("fingerprint", "title", "systemic", "basis", "status", "statuses", "size", "share", "first_seen",
             "last_seen", "agents", "roles", "distinguishing", "numeric", "deadlock", "templates", "terms", "runs",
-            "examples", "coords", "members")
+            "examples", "coords", "timeline", "members")
 
     def __post_init__(self) -> None:
         if not self.basis:
@@ -195,7 +220,7 @@ class Cluster:
 
     @classmethod
     def _from_valid(cls, raw: Mapping[str, Any]) -> Cluster:
-        deadlock, coords = raw.get("deadlock"), raw.get("coords")
+        deadlock, coords, timeline = raw.get("deadlock"), raw.get("coords"), raw.get("timeline")
         return cls(
             fingerprint=raw["fingerprint"], title=raw["title"], systemic=raw["systemic"],
             basis=raw.get("basis") or "", status=raw["status"],
@@ -209,6 +234,7 @@ class Cluster:
             terms=list(raw.get("terms") or []), runs=raw.get("runs"),
             examples=[dict(e) for e in raw.get("examples") or []],
             coords=(coords[0], coords[1]) if coords is not None else None,
+            timeline=Timeline.from_dict(timeline) if timeline is not None else None,
             members=list(raw["members"]), extra=_extra(raw, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +250,8 @@ class Cluster:
         }
         if self.coords is not None:
             out["coords"] = list(self.coords)
+        if self.timeline is not None:
+            out["timeline"] = self.timeline.to_dict()
         out["members"] = list(self.members)
         return out | self.extra
 
