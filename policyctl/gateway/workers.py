@@ -27,10 +27,11 @@ RECENT_INPUT_MAX_EVAL_S = 0.05  # nor slow ones: timing them would stall the nex
 EVAL_SAMPLES = 32  # recent evaluations whose median admission expects the next one to take
 # Requests waiting for the same revision when a worker frees go to it together, in one frame
 # and one reply (bench/ipc.py: 4 per frame cost 0.6-0.8x the CPU of one per frame), so a
-# queue that built up in a stall drains faster. Only while the typical evaluation is short
-# enough that a whole batch stays far inside the evaluation deadline.
+# queue that built up in a stall drains faster. A batch's first answer waits for its last, and
+# what a batch saves is tens of microseconds per decision: so only while the whole batch of
+# typical evaluations takes at most BATCH_BUDGET_S (slow evaluations are never batched).
 MAX_BATCH = 8
-BATCH_SHARE_OF_DEADLINE = 0.1
+BATCH_BUDGET_S = 0.002
 
 
 # The most work (expected seconds of waiting) the queue takes on: a decision is on the agent's
@@ -426,7 +427,7 @@ class WorkerPool:
         """`first` and the requests behind it for the same revision, as one job when there are any."""
         pending = self.pending
         eval_s = self.eval_mean
-        room = MAX_BATCH if eval_s <= 0 else min(MAX_BATCH, int(self.eval_timeout * BATCH_SHARE_OF_DEADLINE / eval_s))
+        room = 1 if eval_s <= 0 else min(MAX_BATCH, int(BATCH_BUDGET_S / eval_s))
         parts = [first]
         while pending and len(parts) < room:
             job = pending[0]
