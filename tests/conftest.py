@@ -81,3 +81,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         if gw.proc.poll() is None:
             gw.proc.kill()
             gw.proc.wait()
+
+
+@pytest.fixture
+def opened() -> Iterator[list[Any]]:
+    """Override sets (policyctl.sandbox.OverrideSet) a test built; closed afterwards so the shared pool is given back."""
+    sets: list[Any] = []
+    yield sets
+    for s in sets:
+        s.close()

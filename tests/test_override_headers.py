@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -253,14 +252,6 @@ def test_the_horizon_comes_from_policyctl_toml(defects: Path) -> None:
 
 
 # ------------------------------------------------------------------ the gateway's build path
-
-
-@pytest.fixture
-def opened() -> Iterator[list[OverrideSet]]:
-    sets: list[OverrideSet] = []
-    yield sets
-    for s in sets:
-        s.close()
 
 
 def _only(base: Snapshot, case: str) -> Snapshot:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,15 +84,6 @@ def repo(tmp_path: Path) -> Path:
     write(root, "shadow_fixtures/overrides/db_lock.jsonl", "".join(json.dumps(f) + "\n" for f in DB_LOCK_FIXTURES))
     commit(root, "db_lock override")
     return root
-
-
-@pytest.fixture
-def opened() -> Iterator[list[OverrideSet]]:
-    """Override sets a test built; closed afterwards so the shared pool is given back."""
-    sets: list[OverrideSet] = []
-    yield sets
-    for s in sets:
-        s.close()
 
 
 def build(repo: Path, opened: list[OverrideSet], *, verify: bool = True, clock: Any = None) -> Any:
