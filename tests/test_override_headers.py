@@ -220,6 +220,13 @@ def test_every_code_check_reports_is_a_documented_one(checked: tuple[int, str]) 
     assert all(f"`{code}`" in docs for code in codes)
 
 
+def test_the_cli_priority_range_is_the_headers() -> None:
+    from policyctl.cli.override import PRIORITY_RANGE
+    from policyctl.model.records import MAX_PRIORITY, MIN_PRIORITY
+
+    assert PRIORITY_RANGE == (MIN_PRIORITY, MAX_PRIORITY)
+
+
 def test_the_size_cap_is_the_sandbox_s() -> None:
     # two definitions (the override worker does not import the model): one figure
     assert MAX_OVERRIDE_BYTES == MAX_SOURCE_BYTES

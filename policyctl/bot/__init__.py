@@ -201,7 +201,7 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "clusters.json").write_text(dumps(clusters))
         # the rules on the base that answer a cluster are marked on its timeline when they were merged
-        (report_dir / "clusters.html").write_text(render_html(clusters, points, find_merges(repo, base_ref)))
+        (report_dir / "clusters.html").write_text(render_html(clusters, points, find_merges(repo, base_ref, base_snap)))
     result = BotRun(provider=forge.name, base=base, base_sha=base_sha, dry_run=dry_run,
                     failures=clusters.totals.failures)
     systemic = sorted(clusters.systemic, key=lambda c: (-c.size, c.fingerprint))
@@ -309,7 +309,8 @@ def run_bot(repo: Path, logs: Sequence[Path], *, forge: Forge, base: str = "main
         ctx = BodyContext(size=act.size, failures_in_logs=result.failures, samples=pick_samples(events[fp]),
                           report=report, base=base, base_sha=base_sha, branch=branch, logs=[str(p) for p in logs],
                           embedder=embedder, provider=forge.name, inputs=digest,
-                          full_verdict=full.verdict, full_events=full.t["events"], evidence_path=evidence_file)
+                          full_verdict=full.verdict, full_events=full.t["events"], evidence_path=evidence_file,
+                          contrast=clusters.contrast)
         body, title = render_body(d, ctx), title_for(d)
         if same:
             act.commit = tip
@@ -357,8 +358,10 @@ def ci_replay(repo: Path, base_ref: str, base_snap: gitrepo.Snapshot, candidate:
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.write_bytes(evidence)
         paths = [p for p in history.paths if history.origins.get(str(p)) != evidence_file] + [mine]
-        return replay(base_snap, candidate, sorted(paths), jobs=1,
-                      max_collateral_pct=base_snap.config.budgets.max_collateral_pct)
+        report = replay(base_snap, candidate, sorted(paths), jobs=1,
+                        max_collateral_pct=base_snap.config.budgets.max_collateral_pct)
+        report.add_unread(sum(history.read.skipped.values()), history.read.problems)  # as CI's shadow step
+        return report
 
 
 STALE = re.compile(r"<!-- policyctl:stale tip=(?P<sha>[0-9a-f]{40}) -->")

@@ -17,6 +17,7 @@ from typing import Any
 
 from policyctl.bot.state import GROWTH, Marker
 from policyctl.engine.modules import decision_conditions
+from policyctl.model.cluster import compared_with
 from policyctl.model.config import route_fields
 from policyctl.model.draft import Draft
 from policyctl.model.shadow import ShadowReport
@@ -83,6 +84,7 @@ class BodyContext:
     full_verdict: str = ""
     full_events: int = 0
     evidence_path: str = ""
+    contrast: str = "successes"  # ClusterReport.contrast: what the distinguishing values are compared with
 
 
 def rule_conditions(d: Draft) -> str:
@@ -174,10 +176,11 @@ def _what_fails(d: Draft, ctx: BodyContext) -> list[str]:
     statuses = ", ".join(f"{k} {v}" for k, v in c.statuses.items())
     top = ", ".join(f"`{a}`" for a in c.agents.top[:10])
     roles = ", ".join(f"{r} ({n})" for r, n in c.roles.items())
+    versus = compared_with(ctx.contrast)
     apart = [f"`{x.field}` = `{x.value}` in {100 * x.share:.0f}% of these failures, "
-             f"{100 * x.success_share:.1f}% of successful traffic" for x in c.distinguishing]
+             f"{100 * x.success_share:.1f}% of {versus}" for x in c.distinguishing]
     apart += [f"`{x.field}` {x.direction} {x.threshold:g} (median {x.median:g} here, "
-              f"{x.success_median:g} in successful traffic)" for x in c.numeric]
+              f"{x.success_median:g} in {versus})" for x in c.numeric]
     if c.deadlock:
         apart.append(f"waits-for cycle between roles {', '.join(c.deadlock.roles)} over "
                      f"{', '.join(c.deadlock.resource_kinds)}")

@@ -215,8 +215,7 @@ def verify(repo: Path, number: int, *, forge: LocalForge | None = None, jobs: in
                                   jobs=jobs or (default_jobs() if history.paths else 1),
                                   max_collateral_pct=config.budgets.max_collateral_pct)
             # what the readers could not use in the sources is part of the report, as in `policyctl shadow`
-            found.report.lines_rejected += sum(history.read.skipped.values())
-            found.report.partial.problems[:0] = history.read.problems
+            found.report.add_unread(sum(history.read.skipped.values()), history.read.problems)
         except CandidateError as exc:
             try:  # which side: a broken base must not keep its own fix out, a broken merge must not get in
                 build_pipeline(cand_snap, "candidate")

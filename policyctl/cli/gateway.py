@@ -11,6 +11,12 @@ from typing import TYPE_CHECKING
 import click
 
 from policyctl.cli.common import emit_json, engine_flag
+from policyctl.gateway.decision_log import (  # light: orjson, threading
+    DEFAULT_BACKLOG_BYTES,
+    DEFAULT_WINDOW_BYTES,
+)
+
+MIB = 1024 * 1024
 
 if TYPE_CHECKING:
     from policyctl.gateway.bundles import BundleSigning
@@ -39,9 +45,9 @@ def gateway() -> None:
               help="Rotate a decision-log file at this size.")
 @click.option("--log-flush", type=click.FloatRange(min=0.01, max=10), default=0.2, show_default=True,
               metavar="SECONDS", help="Write queued decision-log records this often (the most a SIGKILL can lose).")
-@click.option("--log-window-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
+@click.option("--log-window-mb", type=click.FloatRange(min=0.01), default=DEFAULT_WINDOW_BYTES / MIB, show_default=True,
               help="Memory for recent decisions that outcomes join; the oldest are evicted past it.")
-@click.option("--log-backlog-mb", type=click.FloatRange(min=0.01), default=16.0, show_default=True,
+@click.option("--log-backlog-mb", type=click.FloatRange(min=0.01), default=DEFAULT_BACKLOG_BYTES / MIB, show_default=True,
               help="Memory for records queued to the log writer; records past it are counted as lost.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Evaluation worker processes [one per CPU].")
@@ -81,10 +87,9 @@ def gateway() -> None:
 def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: float | None,
           token_file: Path | None, log_dir: Path | None, log_max_mb: float, log_flush: float,
           workers: int | None, eval_timeout: float, build_timeout: float, bundle_signing_key: Path | None,
-          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str, log_window_mb: float = 16.0,
-          log_backlog_mb: float = 16.0, queue_deadline: float = 10.0, header_timeout: float = 10.0,
-          idle_timeout: int = 30, override_budget_ms: int = 250, slow_factor: float = 5.0,
-          on_slow: str = "degrade", max_queue_wait: float = 0.05) -> int:
+          bundle_signing_alg: str | None, bundle_key_id: str, bundle_scope: str, log_window_mb: float,
+          log_backlog_mb: float, queue_deadline: float, header_timeout: float, idle_timeout: int,
+          override_budget_ms: int, slow_factor: float, on_slow: str, max_queue_wait: float) -> int:
     """Serve decisions from the commits of --ref until SIGTERM or Ctrl-C.
 
     Each commit is read from git objects, compiled and verified against its
@@ -113,8 +118,8 @@ def serve(repo: Path, ref: str, host: str, port: int, remote: str | None, poll: 
         poll=poll if poll is not None else (2.0 if remote else 10.0), log_dir=log_dir.resolve() if log_dir else None,
         log_max_bytes=int(log_max_mb * 1024 * 1024), log_flush_interval=log_flush,
         workers=workers or os.cpu_count() or 2, eval_timeout=eval_timeout, build_timeout=build_timeout,
-        bundle_signing=signing, log_window_bytes=int(log_window_mb * 1024 * 1024),
-        log_backlog_bytes=int(log_backlog_mb * 1024 * 1024), queue_deadline=queue_deadline,
+        bundle_signing=signing, log_window_bytes=int(log_window_mb * MIB),
+        log_backlog_bytes=int(log_backlog_mb * MIB), queue_deadline=queue_deadline,
         header_timeout=header_timeout, idle_timeout=idle_timeout)
     config.override_budget_ms = override_budget_ms
     config.slow_factor, config.on_slow = slow_factor, on_slow

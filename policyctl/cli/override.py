@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO
 
 import click
 
 from policyctl.cli.common import emit_json, repo_option
-from policyctl.model.records import MAX_PRIORITY, MIN_PRIORITY
 
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from policyctl.sandbox.authoring import OverrideTrial
+# model.records.MIN_PRIORITY..MAX_PRIORITY, written here so that `--help` does not import the model
+# (jsonschema); a test holds the two equal.
+PRIORITY_RANGE = (-1000, 1000)
 
 
 @click.group()
@@ -30,7 +28,7 @@ def override() -> None:
 @click.argument("name")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 30),
               help="Days until the override expires.")
-@click.option("--priority", default=100, show_default=True, type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+@click.option("--priority", default=100, show_default=True, type=click.IntRange(*PRIORITY_RANGE),
               help="Higher runs first when several overrides match.")
 @click.option("--force", is_flag=True, help="Overwrite an existing script and fixture file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the created paths as JSON.")
@@ -84,9 +82,7 @@ def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None
     name = "<stdin>" if input_file.name in ("-", "<stdin>") else str(input_file.name)
     input = parse_input_document(input_file.read(), where=name)
     file, now = _relative(path, repo), utcnow()
-    trial = None if force else _unselected(source, input, file=file, now=now)
-    if trial is None:
-        trial = try_override(source, input, file=file, now=now, timeout_ms=timeout_ms)
+    trial = try_override(source, input, file=file, now=now, timeout_ms=timeout_ms, run_unselected=force)
     if as_json:
         emit_json(trial.to_dict())
         return 0 if trial.ok and trial.ran else 1
@@ -117,22 +113,6 @@ def test(repo: Path, script: Path, input_file: IO[bytes], timeout_ms: int | None
     params = json.dumps(trial.decision.get("params") or {}, sort_keys=True)
     click.echo(f"{trial.decision['action']}  params: {params}  ({trial.elapsed_ms:.1f} ms)")
     return 0
-
-
-def _unselected(source: str, input: dict[str, Any], *, file: str, now: datetime) -> OverrideTrial | None:
-    """The trial of a valid script whose match does not select the input, without running it; else None."""
-    from policyctl.errors import PolicyctlError
-    from policyctl.model.records import parse_override_header
-    from policyctl.sandbox.authoring import OverrideTrial
-    from policyctl.sandbox.compile import compile_problems
-
-    try:
-        header = parse_override_header(source, file=file)
-    except PolicyctlError:
-        return None  # try_override reports it, with every other problem
-    if header.selects(input) or compile_problems(source, file=file):
-        return None
-    return OverrideTrial(file, header=header, selects=False, expired=header.expired(now))
 
 
 def _relative(path: Path, repo: Path) -> str:

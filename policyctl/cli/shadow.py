@@ -99,8 +99,7 @@ def shadow(repo: Path, base: str, candidate: str | None, worktree: bool, logs: t
         finally:
             finish()
         # what the readers could not use is part of the replay's report, by file:line
-        report.lines_rejected += sum(read.skipped.values())
-        report.partial.problems[:0] = read.problems
+        report.add_unread(sum(read.skipped.values()), read.problems)
         shown = {p: str(o) for p, o in zip(paths, logs, strict=True)} if logs and len(paths) == len(logs) else {}
         disagreed = _differential(cand_snap, paths, shown, fixtures=not no_fixtures) if differential else 0
     text = render(report, fmt)

@@ -156,12 +156,11 @@ class Unit:
     def size(self) -> int:
         return len(self.members)
 
-    def add(self, record: Record, template: str) -> None:
+    def add(self, record: Record, template: str, run: str | None = None) -> None:
         self.traffic.add(record)
         self.statuses[record.status] += 1
         self.templates[template] += 1
         self.members.append(record.id)
-        run = run_of(record)
         if run is not None and len(self.runs) < 10_000:
             self.runs.add(run)
         for agent in record.agents:
@@ -479,7 +478,7 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
     miner = TemplateMiner()
     baseline = Traffic()
     units: dict[str, Unit] = {}
-    record_template: list[tuple[int, Record]] = []
+    record_template: list[tuple[int, Record, str | None]] = []
     run_values: dict[tuple[str, Any], str] = {}  # each failure value's run, or _MANY_RUNS
     failures = successes = 0
     for record in records:
@@ -491,7 +490,8 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
         elif record.status == "denied" and not include_all:
             continue
         failures += record.failed
-        _note_run(record, run_values)
+        run = run_of(record)  # once per event: the run-field scan reads every field path
+        _note_run(record, run, run_values)
         cycle = find_cycle(record.waits_for) if record.waits_for else None
         if cycle is not None:
             roles = sorted({(record.agent_roles or {}).get(a, "?") for a in cycle})
@@ -502,19 +502,19 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
                 unit = units[key] = Unit(key=key, text=record.message,
                                          cycle={"roles": roles, "resource_kinds": kinds, "length": len(cycle)})
             tid = miner.add(record.message)
-            unit.add(record, str(tid))
+            unit.add(record, str(tid), run)
             continue
-        record_template.append((miner.add(record.message), record))
+        record_template.append((miner.add(record.message), record, run))
     stats.failures, stats.successes = failures, successes
     if on_phase:
         on_phase("templates")
-    for tid, record in record_template:
+    for tid, record, run in record_template:
         rid = miner.resolve(tid)
         key = f"t{rid}"
         unit = units.get(key)
         if unit is None:
             unit = units[key] = Unit(key=key, text=miner.template_of(rid).text)
-        unit.add(record, unit.text)
+        unit.add(record, unit.text, run)
     _merge_cycles(units)
     for unit in units.values():
         if unit.cycle is not None:
@@ -602,8 +602,7 @@ def text_distance(embedder: Any) -> float:
     return float(getattr(embedder, "text_distance", None) or TEXT_DISTANCE.get(embedder.name, DISTANCE_THRESHOLD))
 
 
-def _note_run(record: Record, run_values: dict[tuple[str, Any], str]) -> None:
-    run = run_of(record)
+def _note_run(record: Record, run: str | None, run_values: dict[tuple[str, Any], str]) -> None:
     if run is None:
         return
     keys: list[tuple[str, Any]] = list(record.fields.items())
@@ -833,15 +832,10 @@ def _dedupe_fingerprints(clusters: list[Group]) -> None:
 def _agglomerate(vectors: Any, units: list[Unit]) -> Any:
     import numpy as np
 
-    n = len(units)
-    if n == 1:
+    if len(units) == 1:
         return np.zeros(1, dtype=int)
-    from sklearn.cluster import AgglomerativeClustering
-
     # deadlock cycles are found structurally: they never merge with text clusters or each other
-    labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                     distance_threshold=DISTANCE_THRESHOLD).fit_predict(vectors)
-    out = np.array(labels)
+    out = np.array(_cut(vectors, DISTANCE_THRESHOLD))
     next_label = int(out.max()) + 1
     for i, u in enumerate(units):
         if u.cycle is not None:

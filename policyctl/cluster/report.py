@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from policyctl.cluster.core import ClusterResult
 from policyctl.errors import RepoError
-from policyctl.model.cluster import Cluster, ClusterReport, Totals
+from policyctl.model.cluster import Cluster, ClusterReport, Totals, compared_with
 from policyctl.model.values import human
 from policyctl.redact import redact_text
+
+if TYPE_CHECKING:
+    from policyctl.repo import Snapshot
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -87,7 +91,7 @@ class Merge:
     file: str
 
 
-def find_merges(repo: Path, ref: str = "HEAD") -> dict[str, list[Merge]]:
+def find_merges(repo: Path, ref: str = "HEAD", snap: Snapshot | None = None) -> dict[str, list[Merge]]:
     """Each fingerprint's merges: for every rule at `ref` whose METADATA names a cluster, the commit that added it.
 
     On a branch that takes rules in by merge (the bot's pull requests), the first-parent
@@ -96,7 +100,7 @@ def find_merges(repo: Path, ref: str = "HEAD") -> dict[str, list[Merge]]:
     from policyctl.engine.modules import parse_module
     from policyctl.repo import snapshot
 
-    snap = snapshot(repo, ref)
+    snap = snap or snapshot(repo, ref)  # a caller that holds the ref's snapshot (the bot) passes it
     answers: dict[str, str] = {}
     for path in snap.paths("policies/", ".rego"):
         module, _ = parse_module(path, snap.files[path].decode("utf-8", "replace"))
@@ -324,7 +328,7 @@ def render_html(doc: ClusterReport, points: list[tuple[float, float, int, int]] 
     colour_of = {c.fingerprint: EXTRA_COLOURS[i % len(EXTRA_COLOURS)] if c.basis == "text" else PALETTE[i % len(PALETTE)]
                  for i, c in enumerate(recurring)}
     t = doc.totals
-    versus = "other failures" if doc.contrast == "other_failures" else "ok traffic"
+    versus = compared_with(doc.contrast)
     baseline = (f"against {t.successes} successful events" if doc.contrast == "successes" else
                 f"with {t.successes} successful events, too few to compare with: each cluster is compared with the "
                 "other failures")

@@ -320,7 +320,7 @@ async def answer_decide(gateway: Gateway, body: bytes, received: float, timeout:
             retry = str(max(1, round(exc.retry_after))) if exc.retry_after else "1"
             raise ApiError(503, exc.code, exc.message, headers={"Retry-After": retry}) from None
     except ApiError as exc:
-        gateway.metrics.errors.labels(str(exc.status), exc.code).inc()
+        gateway.metrics.error(exc.status, exc.code)
         return exc.status, error_body(exc.code, exc.message, exc.path), exc.headers
     return 200, orjson.dumps(decision), None
 
@@ -354,33 +354,31 @@ def create_app(gateway: Gateway) -> ASGIApp:
     async def fast_decide(body: bytes, received: float, timeout: str | None) -> Answer:
         return await answer_decide(gateway, body, received, timeout)
 
-    def refused(status: int, code: str) -> None:
-        gateway.metrics.errors.labels(str(status), code).inc()
-
     # Outside FastAPI's own middleware stack (errors, body limit, routing): POST /v1/decide is
     # answered before any of it runs; everything else passes through to the application.
-    outer = Draining(Guard(app, token=config.token, max_body=config.max_body_bytes, on_refused=refused,
-                           decide=fast_decide), is_draining=lambda: gateway.draining, on_refused=refused)
+    outer = Draining(Guard(app, token=config.token, max_body=config.max_body_bytes, on_refused=gateway.metrics.error,
+                           decide=fast_decide), is_draining=lambda: gateway.draining,
+                   on_refused=gateway.metrics.error)
 
     def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        gateway.metrics.errors.labels(str(exc.status), exc.code).inc()
+        gateway.metrics.error(exc.status, exc.code)
         return Response(error_body(exc.code, exc.message, exc.path), status_code=exc.status, media_type=JSON,
                         headers=exc.headers)
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        gateway.metrics.errors.labels(str(exc.status_code), code).inc()
+        gateway.metrics.error(exc.status_code, code)
         return Response(error_body(code, str(exc.detail)), status_code=exc.status_code, media_type=JSON,
                         headers=getattr(exc, "headers", None))
 
     def validation_error(request: Request, exc: Exception) -> Response:
-        gateway.metrics.errors.labels("400", "validation_error").inc()
+        gateway.metrics.error("400", "validation_error")
         return Response(error_body("validation_error", str(exc)[:500]), status_code=400, media_type=JSON)
 
     def internal_error(request: Request, exc: Exception) -> Response:
-        gateway.metrics.errors.labels("500", "internal_error").inc()
+        gateway.metrics.error("500", "internal_error")
         return Response(error_body("internal_error", f"{type(exc).__name__}: {exc}"[:300]), status_code=500,
                         media_type=JSON)
 

@@ -128,7 +128,9 @@ class Evaluator:
                 base = self._baseline(baseline, repo) if baseline else None
                 if base is not None:
                     timing["baseline_eval"] = _time_evaluations(base, sample, budget_s)
-            return {"ok": True, "summary": self._summary(revision, timing)}
+            # The summary the gateway keeps is the builder's: only it says what the override workers'
+            # kernel wall is (what its sandbox workers locked, or what the kernel would let them lock).
+            return {"ok": True, "summary": {**self._summary(revision, timing), "sandbox_wall": _sandbox_wall()}}
         finally:
             _close_overrides(revision)
 
@@ -194,9 +196,6 @@ class Evaluator:
             "fixtures": len(revision.fixtures),
             "fixtures_passed": sum(1 for r in revision.fixture_results if r.passed),
             "timing": timing,
-            # the override workers' kernel wall (seccomp, Landlock, no_new_privs): what this worker's
-            # sandbox workers locked, or what the kernel would let them lock when none has started
-            "sandbox_wall": _sandbox_wall(),
         }
 
     def drop(self, rev: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ only: free text (commit subjects, error messages) is in /v1/status, never a labe
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -67,6 +67,23 @@ class GatewayMetrics:
                                       "From the ref moving in git to the new revision serving, in seconds.",
                                       buckets=SWAP_BUCKETS, registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, open fds
+        # labelled children looked up once per label pair (a handful), not on every request
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def decided(self, action: str, source: str) -> None:
+        """Count a decision; `source` as the decision says it (an override's `@blob` is left out)."""
+        self._child(self.decisions, "d", action, source.split("@", 1)[0]).inc()
+
+    def error(self, status: int | str, code: str) -> None:
+        """Count a refused request by HTTP status and error code."""
+        self._child(self.errors, "e", str(status), code).inc()
+
+    def _child(self, metric: Counter, kind: str, a: str, b: str) -> Any:
+        key = (kind, a, b)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(a, b)
+        return child
 
     def watch(self, gateway: Gateway) -> None:
         """Add the values read at scrape time, once the gateway's pool, revisions and log exist."""

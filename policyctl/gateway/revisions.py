@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import subprocess
@@ -40,7 +41,7 @@ class ServedRevision:
     def describe(self) -> dict[str, Any]:
         detail = self.detail
         return {"revision": self.id, "subject": self.subject, "committed_at": detail.get("committed_at"),
-                "loaded_at": _iso(self.loaded_at), "build_s": round(self.build_s, 3),
+                "loaded_at": utc_stamp(self.loaded_at), "build_s": round(self.build_s, 3),
                 "policies": detail.get("policies", []), "overrides": detail.get("overrides", []),
                 "fixtures": detail.get("fixtures", 0), "fixtures_passed": detail.get("fixtures_passed", 0),
                 "sandbox_wall": detail.get("sandbox_wall")}
@@ -59,11 +60,17 @@ class BuildFailure:
 
     def describe(self) -> dict[str, Any]:
         return {"revision": self.revision, "subject": self.subject, "code": self.code, "message": self.message,
-                "problems": self.problems[:20], "at": _iso(self.at)}
+                "problems": self.problems[:20], "at": utc_stamp(self.at)}
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+def utc_stamp(ts: float) -> str:
+    """`2026-12-01T15:22:31.123Z`: every time the gateway shows or logs (one strftime per second)."""
+    return f"{_whole_second(int(ts))}.{int(ts * 1000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1)
+def _whole_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def git_dir(repo: Path) -> Path:
@@ -379,7 +386,7 @@ class RevisionManager:
             detail.setdefault("timing", {})["noticed_after_s"] = round(wall_started - changed_at, 3)
             if self.swap_latency is not None:
                 self.swap_latency.observe(max(latency, 0.0))
-        self.last_swap = {"revision": commit, "at": _iso(now), "build_s": round(served.build_s, 3),
+        self.last_swap = {"revision": commit, "at": utc_stamp(now), "build_s": round(served.build_s, 3),
                           "commit_to_serving_s": round(latency, 3) if latency is not None else None,
                           "timing": detail.get("timing", {})}
         log.info("serving %s (%s), built in %.0f ms%s", commit[:12], subject, served.build_s * 1e3,
@@ -458,7 +465,7 @@ class RevisionManager:
             "behind": self.behind, "degraded": self.degraded, "degraded_reason": degraded_reason,
             "building": self.pending,
             "last_error": self.last_error.describe() if self.last_error else None,
-            "failed_revisions": [{"revision": f.revision, "code": f.code, "at": _iso(f.at)}
+            "failed_revisions": [{"revision": f.revision, "code": f.code, "at": utc_stamp(f.at)}
                                  for f in list(self.failed.values())[-10:]],
             "reloads": dict(self.reloads), "last_swap": self.last_swap,
             "slow_revision": self.slow[self.head].describe() if self.head in self.slow else None,

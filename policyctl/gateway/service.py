@@ -22,8 +22,8 @@ from policyctl.gateway.decision_log import (
     DecisionLog,
 )
 from policyctl.gateway.metrics import GatewayMetrics, total
-from policyctl.gateway.revisions import RevisionManager
-from policyctl.gateway.workers import WorkerFailure, WorkerPool
+from policyctl.gateway.revisions import RevisionManager, utc_stamp
+from policyctl.gateway.workers import DEFAULT_MAX_QUEUE_WAIT, WorkerFailure, WorkerPool
 from policyctl.model.limits import MAX_INPUT_BYTES
 from policyctl.sandbox.limits import BUDGET_ENV, DEFAULT_BUDGET_MS
 
@@ -52,7 +52,7 @@ class GatewayConfig:
     slow_factor: float = 5.0  # a commit evaluating this many times slower than the serving one is kept out
     on_slow: str = "degrade"  # or "refuse": a slow commit is then failed like a broken one
     queue_deadline: float = 10.0  # the longest a request waits for a worker (X-Request-Timeout may shorten it)
-    max_queue_wait: float = 0.05  # admission: the expected queue wait past which a request is refused at once
+    max_queue_wait: float = DEFAULT_MAX_QUEUE_WAIT  # admission: the expected queue wait past which a request is refused at once
     build_timeout: float = 60.0
     max_body_bytes: int = MAX_INPUT_BYTES  # the input limit of every other path (README "Data")
     header_timeout: float = 10.0  # a request's headers must arrive within this (slow-header connections)
@@ -72,14 +72,6 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text: one strftime a second
-
-
-def utc_stamp(ts: float) -> str:
-    second = int(ts)
-    if _SECOND[0] != second:
-        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_SECOND[1]}.{int(ts * 1000) % 1000:03d}Z"
 
 
 class Gateway:
@@ -104,7 +96,6 @@ class Gateway:
                                flush_interval=config.log_flush_interval, window_bytes=config.log_window_bytes,
                                backlog_bytes=config.log_backlog_bytes)
         m.watch(self)
-        self._decided: dict[tuple[str, str], Any] = {}
 
     def _wanted(self) -> set[str]:
         return self.revisions.wanted()
@@ -165,11 +156,7 @@ class Gateway:
         elapsed = time.perf_counter() - received
         action = decision.get("action", "deny")
         source = str(decision.get("source", "error"))
-        key = (action, source.split("@", 1)[0])
-        counted = self._decided.get(key)
-        if counted is None:  # a handful of (action, source) pairs: look each child up once, not per request
-            counted = self._decided[key] = self.metrics.decisions.labels(*key)
-        counted.inc()
+        self.metrics.decided(action, source)
         self.metrics.latency.observe(elapsed)
         record: dict[str, Any] = {"id": decision["decision_id"], "ts": utc_stamp(now), "input": input,
                                   "decision": decision, "revision": rev.id}

@@ -24,6 +24,13 @@ def _keep() -> Any:
     return dataclasses.field(default_factory=dict, repr=False)
 
 
+def compared_with(contrast: str) -> str:
+    """What a cluster's distinguishing values are compared with, in words, for every output that shows them
+    (the HTML report, the terminal table, the pull request body): ok traffic, or the other failures when
+    the input held too few successes (ClusterReport.contrast)."""
+    return "other failures" if contrast == "other_failures" else "successful traffic"
+
+
 @dataclass(frozen=True)
 class Distinguishing:
     """An input value most of a cluster's failures share (`share`) and successful traffic seldom has."""

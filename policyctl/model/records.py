@@ -168,8 +168,8 @@ _UNSAFE_DOC = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\
 _RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
                       r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
 
-# The stable codes of header problems (`policyctl check` reports them; the gateway's build names
-# every one `override_header`).
+# The stable codes of header problems: `policyctl check`, `override test` and the gateway's build
+# report each under its own code.
 OVERRIDE_HEADER_CODES = (
     "override_header",           # no header, not a literal dict, a missing or unknown field, no decide()
     "override_too_large",        # the script is over MAX_OVERRIDE_BYTES

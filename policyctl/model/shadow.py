@@ -116,6 +116,12 @@ class ShadowReport:
     logs: list[str] = field(default_factory=list)
     lines_rejected: int = 0
 
+    def add_unread(self, skipped: int, problems: list[Problem]) -> None:
+        """What the log readers could not use (records skipped, and where) is part of the replay's report,
+        first among its problems: `policyctl shadow`, the merge gate and the bot's replay say it the same way."""
+        self.lines_rejected += skipped
+        self.partial.problems[:0] = problems
+
     @property
     def t(self) -> Counter[str]:
         return self.partial.totals

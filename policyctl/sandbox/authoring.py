@@ -113,11 +113,12 @@ class OverrideTrial:
 
 
 def try_override(source: str, input: dict[str, Any], *, file: str, now: datetime,
-                 timeout_ms: int | None = None) -> OverrideTrial:
+                 timeout_ms: int | None = None, run_unselected: bool = True) -> OverrideTrial:
     """Validate a script like `policyctl check` would, then run it once through the real sandbox.
 
-    The script runs even when its `match` does not select the input or it has expired (you
-    are testing its logic); the trial says so, because the pipeline would skip it.
+    The script runs even when it has expired (you are testing its logic), and when its
+    `match` does not select the input unless `run_unselected` is False (then it is not run:
+    the pipeline would skip it); the trial says either.
     """
     from policyctl.sandbox.overrides import run_override_traced
 
@@ -134,6 +135,8 @@ def try_override(source: str, input: dict[str, Any], *, file: str, now: datetime
     assert trial.header is not None
     trial.selects = trial.header.selects(input)
     trial.expired = trial.header.expired(now)
+    if not trial.selects and not run_unselected:
+        return trial
     limit = timeout_ms or trial.header.timeout_ms or DEFAULT_TIMEOUT_MS
     try:
         run = run_override_traced(source, input, min(limit, HARD_TIMEOUT_MS) / 1000, file=file)

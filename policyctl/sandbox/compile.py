@@ -12,7 +12,7 @@ from RestrictedPython.transformer import copy_locations
 
 from policyctl.errors import Problem
 from policyctl.sandbox.errors import SandboxCompileError
-from policyctl.sandbox.guards import MATH_NAMES
+from policyctl.sandbox.guards import IMPORTABLE, MATH_NAMES
 from policyctl.sandbox.limits import MAX_SOURCE_BYTES
 
 CODE = "override_compile"
@@ -30,7 +30,6 @@ UNAVAILABLE = frozenset({
 _RP_LINE = re.compile(r"^Line (\d+|None): (.*)$", re.DOTALL)
 
 # The one module a script may import (policyctl.sandbox.guards hands out its pure part).
-IMPORTABLE = "math"
 
 
 class OverrideTransformer(RestrictingNodeTransformer):

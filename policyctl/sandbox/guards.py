@@ -47,6 +47,8 @@ MATH_NAMES: frozenset[str] = frozenset(name for name in (
     "isqrt", "lcm", "ldexp", "lgamma", "log", "log10", "log1p", "log2", "modf", "nan", "nextafter", "perm",
     "pi", "pow", "prod", "radians", "remainder", "sin", "sinh", "sqrt", "tan", "tanh", "tau", "trunc", "ulp",
 ) if hasattr(math, name))
+_MATH = {name: getattr(math, name) for name in MATH_NAMES}  # built once; each run adds its guarded fsum/prod/dist
+IMPORTABLE = "math"  # the one module a script may import
 
 # Plain data and the few builtin objects scripts get from it. Attribute access on anything
 # else (functions, builtins, iterators, modules, frames) is refused outright.
@@ -251,10 +253,10 @@ def make_globals(ctx: RunContext) -> dict[str, Any]:
         return safe_repr(obj)
 
     wrapped_math = {"fsum": fsum_, "prod": prod_, "dist": dist_}
-    script_math = ScriptMath({name: wrapped_math.get(name) or getattr(math, name) for name in MATH_NAMES})
+    script_math = ScriptMath({**_MATH, **wrapped_math})
 
     def import_(name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (), level: Any = 0) -> Any:
-        if name == "math" and level == 0:
+        if name == IMPORTABLE and level == 0:
             return script_math
         raise ctx.refuse(f"import {name}: the sandbox offers no modules but math")
 

@@ -217,7 +217,7 @@ def probe() -> Lockdown:
         missing["landlock"] = exc.strerror or str(exc)
     seccomp = False
     try:
-        if _seccomp_mode() is None:
+        if seccomp_mode() is None:
             raise OSError(errno.ENOSYS, "the kernel has no seccomp (no Seccomp: line in /proc/self/status)")
         preload()
         if _seccomp_lib is None:
@@ -248,11 +248,6 @@ def describe(pool: WorkerPool | None = None) -> dict[str, Any]:
     out = report.to_dict()
     out.update(source=source, complete=report.complete, kernel=platform.release())
     return out
-
-
-def seccomp_mode(pid: int | str = "self") -> int | None:
-    """The `Seccomp:` field of /proc/PID/status (0 none, 1 strict, 2 filter), None when absent."""
-    return _seccomp_mode(pid)
 
 
 # -------------------------------------------------------------------- the mechanisms
@@ -320,7 +315,8 @@ def _apply_seccomp(pyseccomp: Any) -> None:
     flt.load()
 
 
-def _seccomp_mode(pid: int | str = "self") -> int | None:
+def seccomp_mode(pid: int | str = "self") -> int | None:
+    """The `Seccomp:` field of /proc/PID/status (0 none, 1 strict, 2 filter), None when absent."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:

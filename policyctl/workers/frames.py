@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-import orjson
-
 from policyctl.workers.errors import Expired
 
 HEADER = struct.Struct(">I")
@@ -35,11 +33,6 @@ class FrameTooLarge(ValueError):
 def encode(body: bytes) -> bytes:
     """`body` with its length in front, ready for one write."""
     return HEADER.pack(len(body)) + body
-
-
-def encode_message(message: object) -> bytes:
-    """A JSON message as one frame."""
-    return encode(orjson.dumps(message))
 
 
 class FrameDecoder:
