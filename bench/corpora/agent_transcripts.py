@@ -12,7 +12,9 @@ happen in every system, at every step type, spoken by any role, so no input fiel
 separates them and only the text does. Two kinds have a field that decides them, as
 tool failures do (`web_search` throttling: tool and status; missing files mostly come
 back as tool results). Fields shared across kinds explain nothing: the system, the
-benchmark, the model, `count(agents)` = 1 on every event, the run id.
+benchmark, the model, `count(agents)` = 1 on every event, the run id. Words shared across
+kinds explain nothing either: each run is about a task (`TOPICS`), and its functions,
+files, packages, constraints and remarks about the work are the task's, whatever fails.
 
 Two variants with disjoint wording templates: `tune` (what the clustering may be tuned
 on) and `heldout` (other paraphrases, other preambles; measure on it, never tune on it).
@@ -228,27 +230,81 @@ SYSTEMS = {
 BENCHMARKS = ["ProgramDev", "GAIA", "SWE-bench-lite", "MMLU-hard", "GSM-Plus"]
 MODELS = ["gpt-4o-2024-08-06", "claude-3-5-sonnet", "qwen2.5-72b-instruct", "llama-3.1-70b"]
 TOOLS = ["python", "shell", "read_file", "write_file", "git", "browser", "web_search"]
-FUNCS = ["parse_config", "merge_frames", "load_dataset", "compute_score", "render_board", "validate_move",
-         "fetch_prices", "normalize_path", "update_ledger", "tokenize_input", "draw_snake", "apply_discount"]
-PKGS = ["pandas", "numpy", "requests", "pygame", "sqlalchemy", "flask", "scipy", "matplotlib"]
-FAKES = ["auto_merge", "smart_join", "fast_parse", "deep_validate", "read_any", "fix_encoding", "auto_retry",
-         "infer_schema", "safe_render", "quick_plot"]
-DIRS = ["src", "app", "lib/core", "tests", "scripts", "pkg/utils", "docs", "game"]
-NAMES = ["main", "config", "board", "utils", "models", "views", "ledger", "snake", "prices", "report"]
+# What a run is about. A run's names (its functions, files, packages, the constraints of
+# its brief, what it searches for) come from its task, whatever fails in it: in real runs
+# the vocabulary of the task is in every failing step, so a word shared by two steps says
+# they are about one task, not that they fail alike. Every topic appears with every kind.
+TOPICS: dict[str, dict[str, list[str]]] = {
+    "snake game": {
+        "funcs": ["draw_snake", "move_head", "check_collision", "spawn_food", "render_board"],
+        "names": ["snake", "board", "game", "food", "main"],
+        "pkgs": ["pygame", "numpy", "curses"],
+        "fakes": ["auto_collide", "smooth_move", "wrap_edges", "draw_grid_fast"],
+        "libs": ["a deque for the body", "pygame sprites", "the existing helper"],
+        "constraints": ["the board size is fixed at 20 by 20", "the game must run at 10 frames per second",
+                        "only standard library modules may be used"],
+        "queries": ["python snake game collision", "pygame window resize event", "curses arrow keys"],
+        "notes": ["The snake now grows by one segment per apple.", "Food spawns on a free cell of the board.",
+                  "The score is drawn in the top-left corner."],
+    },
+    "ledger": {
+        "funcs": ["update_ledger", "apply_discount", "compute_total", "round_cents", "post_entry"],
+        "names": ["ledger", "invoice", "prices", "accounts", "models"],
+        "pkgs": ["sqlalchemy", "pandas", "decimal"],
+        "fakes": ["auto_balance", "reconcile_all", "safe_round", "merge_entries"],
+        "libs": ["the ORM", "Decimal arithmetic", "a dictionary lookup"],
+        "constraints": ["prices are given in euros, not dollars", "answers are rounded to two decimals",
+                        "every entry must balance to zero"],
+        "queries": ["sqlalchemy session rollback", "python decimal rounding half up", "double entry bookkeeping"],
+        "notes": ["Each invoice line now carries its VAT rate.", "The ledger keeps debits and credits apart.",
+                  "Totals are computed per account and month."],
+    },
+    "data pipeline": {
+        "funcs": ["load_dataset", "merge_frames", "clean_columns", "infer_types", "write_parquet"],
+        "names": ["dataset", "loader", "schema", "pipeline", "utils"],
+        "pkgs": ["pandas", "numpy", "scipy", "pyarrow"],
+        "fakes": ["smart_join", "infer_schema", "auto_clean", "read_any"],
+        "libs": ["dataclasses", "a regex", "pyarrow's reader"],
+        "constraints": ["the output must be valid JSON", "missing values are dropped, not filled",
+                        "the function must stay under 50 lines"],
+        "queries": ["pandas merge on two keys", "numpy argsort descending", "parquet schema evolution"],
+        "notes": ["The loader reads the CSV in chunks of 10,000 rows.", "Dates are parsed into UTC timestamps.",
+                  "The cleaned frame has one row per customer."],
+    },
+    "web service": {
+        "funcs": ["parse_config", "handle_upload", "validate_token", "render_page", "fetch_prices"],
+        "names": ["config", "views", "routes", "auth", "app"],
+        "pkgs": ["flask", "requests", "jinja2"],
+        "fakes": ["auto_retry", "fast_parse", "secure_upload", "fix_encoding"],
+        "libs": ["asyncio", "the existing middleware", "a set"],
+        "constraints": ["the API must not be called more than once per item", "the UI text has to be in French",
+                        "uploads are limited to 5 MB"],
+        "queries": ["flask upload size limit", "requests retry on 503", "jinja2 escape html"],
+        "notes": ["The upload endpoint now returns a JSON body.", "Tokens expire after fifteen minutes.",
+                  "The login page is served at /auth/login."],
+    },
+    "report generator": {
+        "funcs": ["plot_scores", "tokenize_input", "compute_score", "normalize_path", "build_report"],
+        "names": ["report", "plots", "scores", "tokens", "views"],
+        "pkgs": ["matplotlib", "scipy", "jinja2"],
+        "fakes": ["quick_plot", "auto_legend", "deep_validate", "safe_render"],
+        "libs": ["a template engine", "the plotting helper", "a regex"],
+        "constraints": ["figures are saved as PNG at 300 dpi", "the report must fit on two pages",
+                        "answers are rounded to two decimals"],
+        "queries": ["matplotlib legend outside plot", "scipy ttest independent samples", "markdown table to pdf"],
+        "notes": ["The summary table lists the mean score per group.", "Each chart gets a caption under it.",
+                  "The report opens with the three main findings."],
+    },
+}
+DIRS = ["src", "app", "lib/core", "tests", "scripts", "pkg/utils", "docs"]
 EXTS = ["py", "json", "yaml", "md", "txt", "csv"]
 CMDS = ["pytest -q", "python main.py", "npm test", "make build", "pip install -r requirements.txt", "ls -la src",
         "python -m unittest", "git status"]
-QUERIES = ["python snake game collision", "sqlalchemy session rollback", "pygame window resize event",
-           "pandas merge on two keys", "flask upload size limit", "numpy argsort descending"]
 PARAMS = ["path", "query", "max_results", "timeout", "content", "filename", "limit", "branch"]
-LIBS = ["a dictionary lookup", "dataclasses", "the existing helper", "asyncio", "a regex", "the ORM", "a set"]
-CONSTRAINTS = ["the output must be valid JSON", "only standard library modules may be used",
-               "the function must stay under 50 lines", "answers are rounded to two decimals",
-               "the UI text has to be in French", "the API must not be called more than once per item",
-               "the board size is fixed at 20 by 20", "prices are given in euros, not dollars"]
 HOSTS = ["api.search.example", "serp.example.net", "search-proxy.internal", "duck.example.org"]
 ERRORS = ["undefined reference to `main'", "cannot find module 'react'", "unresolved import crate::board",
           "type mismatch in assignment"]
+NOTE_SHARE = 0.3  # how often a model message also says something about the task itself
 
 
 @dataclass(frozen=True)
@@ -271,6 +327,7 @@ def generate(seed: int = 1, variant: str = "tune", runs: int = 70) -> Corpus:
         roles = SYSTEMS[system]
         run_id = f"{system.lower()}-{rng.randrange(16 ** 6):06x}"
         benchmark, model = rng.choice(BENCHMARKS), rng.choice(MODELS)
+        topic = TOPICS[rng.choice(sorted(TOPICS))]
         # a run shows one to three failure kinds, some of them more than once (a loop, a habit)
         own = rng.sample(kinds, rng.choice([1, 2, 2, 3]))
         weights = [WEIGHTS[k] for k in own]
@@ -281,9 +338,12 @@ def generate(seed: int = 1, variant: str = "tune", runs: int = 70) -> Corpus:
             role = rng.choices(roles, [3 if i == kinds.index(kind) % len(roles) else 1 for i in range(len(roles))])[0]
             other = rng.choice([x for x in roles if x != role])
             tool = "web_search" if kind == "search-rate-limited" else rng.choice(TOOLS)
-            slots = _slots(rng, role, other, tool, step)
+            slots = _slots(rng, topic, role, other, tool, step)
             message = _vary(rng, text).format(**slots)
             if not is_tool:
+                if rng.random() < NOTE_SHARE:
+                    note = rng.choice(topic["notes"])
+                    message = f"{note} {message}" if rng.random() < 0.5 else f"{message} {note}"
                 message = rng.choice(PREAMBLES[variant]).format(**slots) + message + rng.choice(SUFFIXES[variant])
             if is_tool:
                 action: dict[str, Any] = {"type": "tool_result", "tool": tool}
@@ -312,17 +372,18 @@ def _vary(rng: random.Random, text: str) -> str:
     return re.sub(r"\[([^\]]*\|[^\]]*)\]", lambda m: rng.choice(m.group(1).split("|")), text)
 
 
-def _slots(rng: random.Random, role: str, other: str, tool: str, step: int) -> dict[str, Any]:
+def _slots(rng: random.Random, topic: dict[str, list[str]], role: str, other: str, tool: str,
+           step: int) -> dict[str, Any]:
     n = rng.randrange(2, 60)
     return {
-        "func": rng.choice(FUNCS), "pkg": rng.choice(PKGS), "fake": rng.choice(FAKES),
-        "path": f"{rng.choice(DIRS)}/{rng.choice(NAMES)}{rng.choice(['', '_v2', '_old', str(rng.randrange(9))])}."
+        "func": rng.choice(topic["funcs"]), "pkg": rng.choice(topic["pkgs"]), "fake": rng.choice(topic["fakes"]),
+        "path": f"{rng.choice(DIRS)}/{rng.choice(topic['names'])}{rng.choice(['', '_v2', '_old', str(rng.randrange(9))])}."
                 f"{rng.choice(EXTS)}",
         "workdir": rng.choice(["/workspace", "/home/user/project", "/tmp/run", "/app"]),
         "site": f"/usr/lib/python3.{rng.randrange(9, 13)}/site-packages",
-        "cmd": rng.choice(CMDS), "query": rng.choice(QUERIES), "tool": tool, "Tool": tool.title().replace("_", ""),
-        "param": rng.choice(PARAMS), "word": rng.choice(["ten", "all", "none", "max"]), "lib": rng.choice(LIBS),
-        "constraint": rng.choice(CONSTRAINTS), "host": rng.choice(HOSTS), "hex": f"{rng.randrange(16 ** 4):04x}",
+        "cmd": rng.choice(CMDS), "query": rng.choice(topic["queries"]), "tool": tool, "Tool": tool.title().replace("_", ""),
+        "param": rng.choice(PARAMS), "word": rng.choice(["ten", "all", "none", "max"]), "lib": rng.choice(topic["libs"]),
+        "constraint": rng.choice(topic["constraints"]), "host": rng.choice(HOSTS), "hex": f"{rng.randrange(16 ** 4):04x}",
         "err": rng.choice(ERRORS), "n": n, "n2": n + 1 + rng.randrange(40), "k": rng.randrange(1, 9),
         "m": rng.randrange(3, 40), "code": rng.choice([1, 2, 127, 137, 255]), "http": rng.choice([400, 404, 500, 503]),
         "ver": f"{rng.randrange(1, 3)}.{rng.randrange(0, 12)}", "role": role, "other": other, "step": step,

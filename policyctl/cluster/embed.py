@@ -25,6 +25,23 @@ def readable(template: str) -> str:
     return re.sub(r"\s+", " ", _MASK.sub(" ", template)).strip() or template
 
 
+# The names in a sentence: code spans, quoted strings, paths, dotted and snake_case names,
+# camelCase. They name what the task is about (its functions, files, packages), not what
+# went wrong, and a sentence model weighs them like content words: "I'll use `smart_join`
+# from pandas" lands nearer every other pandas sentence than "there is a helper that does it".
+# They are a sentence's variables, as numbers are a log line's.
+_NAMES = re.compile(r"`[^`\n]*`"
+                    r"|(?<!\w)\"[^\"\n]*\""
+                    r"|(?<![\w'])'[^'\s][^'\n]*'(?!\w)"
+                    r"|(?!\w\.\w\.)[^\s\"'`(),;:]*[A-Za-z0-9][/_.][^\s\"'`(),;:]*[A-Za-z0-9]"
+                    r"|\b[a-z]+[A-Z]\w*")
+
+
+def plain_words(text: str) -> str:
+    """What the sentence model reads: the readable text with its names replaced by "it"."""
+    return re.sub(r"\s+", " ", _NAMES.sub("it", readable(text))).strip()
+
+
 class Embedder(Protocol):
     name: str
     text_distance: float  # cosine distance under which two texts of this space say the same thing
@@ -56,17 +73,52 @@ class MiniLMEmbedder:
                                      "or use --embedder tfidf")
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """Each text as the weighted mean of its sentences' vectors (see `sentence_weights`)."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        import numpy as np
+
         if not texts:  # nothing to encode: no process, no model
-            import numpy as np
-
             return np.zeros((0, self.dimensions), dtype=np.float32)
-
+        split = [sentences(plain_words(t)) for t in texts]
+        weights = sentence_weights(split)
+        unique = sorted({s for parts in split for s in parts})
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            vectors: np.ndarray = pool.submit(_encode, [readable(t) or NO_MESSAGE for t in texts]).result()
-            return vectors
+            encoded: np.ndarray = pool.submit(_encode, unique).result()
+        row = {s: i for i, s in enumerate(unique)}
+        vectors = np.zeros((len(texts), encoded.shape[1]), dtype=np.float32)
+        for i, (parts, w) in enumerate(zip(split, weights, strict=True)):
+            vectors[i] = (encoded[[row[s] for s in parts]] * np.asarray(w, dtype=np.float32)[:, None]).sum(axis=0)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """A message's sentences (and its labels, such as "Thought:"); never empty."""
+    parts = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
+    return parts or [text.strip() or NO_MESSAGE]
+
+
+def sentence_weights(split: list[list[str]]) -> list[list[float]]:
+    """How much each sentence says about its message: its inverse document frequency.
+
+    A model's message is what it says about the failure plus what it says every time
+    ("Thought:", "Waiting for the next instruction.", "Let me know if anything else is
+    needed."). A sentence model averages them all, so stock phrases pull every message
+    toward every other. A sentence found in many of the messages says little about which
+    failure this one is: TF-IDF's term weighting, applied to sentences, whose meaning the
+    model reads. Smoothed, so a message whose sentences are all common keeps their mean.
+    """
+    import math
+    from collections import Counter
+
+    n = len(split)
+    df = Counter(s for parts in split for s in {p.lower() for p in parts})
+    return [[math.log((1 + n) / df[s.lower()]) for s in parts] for parts in split]
 
 
 def _encode(texts: list[str]) -> np.ndarray:
