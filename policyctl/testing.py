@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyctl.engine import PolicySet, compile_policy_set, engine_named, load_modules, with_meta
-from policyctl.engine.guarded import CRASH_CODE, Report, can_abort, crash_problems, run_in_child
+from policyctl.engine.guarded import CRASH_CODE, can_abort, crash_problems
 from policyctl.engine.modules import RULES_PREFIX, TEST_SUFFIX, RegoModule
 from policyctl.errors import EvaluationError, PolicyCompileError, PolicyctlError, Problem
 from policyctl.repo import Snapshot
+from policyctl.workers.oneshot import Report, run_in_child
 
 PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIPPED"
 MAX_CRASHES = 20  # tests that may crash the engine before the rest are given up

@@ -1,4 +1,4 @@
-"""Worker processes: length-prefixed frames, spawning with a hello, deadline kills, death reasons, replacement.
+"""Worker processes: length-prefixed frames, spawning with a hello, deadline kills, death reasons, replacement; one-shot children (`oneshot`).
 
 The sandbox (threads, rlimits, a prewarmed pool) and the gateway's evaluation (asyncio,
 revision affinity) are two policies on this one machinery. Only the light modules are

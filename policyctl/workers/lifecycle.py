@@ -62,16 +62,22 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def signal_name(number: int) -> str:
+    """SIGABRT, SIGSEGV, …; "signal N" for a number the platform does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def death_reason(returncode: int | None) -> str:
     """Why a worker ended, from its exit status as subprocess and asyncio report it (negative: a signal)."""
     if returncode is None:
         return "no exit status: it stopped answering"
     if returncode >= 0:
         return f"exit status {returncode}"
-    sig = -returncode
-    try:
-        name = signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-    limit = _LIMIT_SIGNALS.get(signal.Signals(sig))
+    name = signal_name(-returncode)
+    if name.startswith("signal "):
+        return name
+    limit = _LIMIT_SIGNALS.get(signal.Signals(-returncode))
     return f"signal {name}, {limit}" if limit else f"signal {name}"
