@@ -87,6 +87,10 @@ def test_the_sentence_model_reads_what_was_said_not_what_it_was_said_about() -> 
     assert sentences("Thought: I forgot the rule. Waiting for the next instruction.") == \
         ["Thought:", "I forgot the rule.", "Waiting for the next instruction."]
     assert sentences("") == sentences("   ") == ["(no message)"]
+    # a page-long answer is read as far as the model's window reaches, as a short one is
+    page = sentences(" ".join(f"Sentence number {i} of a long answer." for i in range(2000)))
+    assert 10 < len(page) <= 24 and page[0] == "Sentence number 0 of a long answer."
+    assert sentences("x" * 100_000) == ["x" * 1200]
 
 
 def test_a_sentence_said_in_many_messages_weighs_less_than_one_said_once() -> None:

@@ -95,12 +95,16 @@ class MiniLMEmbedder:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
+# What the model reads of one message: about its 256-token window, as when it read whole
+# messages (which it cut there), so a model's page-long answer costs what a short one does.
+READ_CHARS = 1200
+MAX_SENTENCES = 24
 
 
 def sentences(text: str) -> list[str]:
-    """A message's sentences (and its labels, such as "Thought:"); never empty."""
-    parts = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
-    return parts or [text.strip() or NO_MESSAGE]
+    """A message's sentences (and its labels, such as "Thought:"), from its first READ_CHARS; never empty."""
+    parts = [p.strip() for p in _SENTENCE_END.split(text[:READ_CHARS]) if p.strip()][:MAX_SENTENCES]
+    return parts or [text.strip()[:READ_CHARS] or NO_MESSAGE]
 
 
 def sentence_weights(split: list[list[str]]) -> list[list[float]]:
