@@ -221,3 +221,26 @@ def test_a_slot_of_many_different_constants_is_a_variable() -> None:
     assert len(few) == 4  # a few constants are a few outcomes (GET, POST, DELETE)
     assert len(set(ids)) == 1  # sixteen and more are a value printed as a name
     assert many.template_of(ids[0]).text == "write failed: <*> on volume"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lines_whose_values_vary_together_join_one_template_whatever_their_order(seed: int) -> None:
+    # Two word values in every line: an early line differs from every other one in two places,
+    # so it became a form of its own; once the statement is generalised it must join it.
+    rng = random.Random(seed)
+    users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
+    hosts = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    services = ["nginx", "redis", "postgres", "kafka", "consul", "vault"]
+    lines = []
+    for _ in range(1500):
+        user, host, service = rng.choice(users), rng.choice(hosts), rng.choice(services)
+        lines.append(rng.choice([f"service {service} on node {host} restarted by {user}",
+                                 f"user {user} changed role to admin on {host}",
+                                 f"Accepted password for {user} from {host} port {rng.randrange(1, 65535)} ssh2"]))
+    miner, ids = mine(lines)
+    assert sorted(miner.template_of(i).text for i in set(ids)) == [
+        "Accepted password for <*> from <*> port <*>",  # "51234 ssh2": a run of values
+        "service <*> on node <*> restarted by <*>",
+        "user <*> changed role to admin on <*>",
+    ]
+    assert sum(t.count for t in miner.templates()) == len(lines)

@@ -26,7 +26,11 @@ Two stages, one default configuration for every kind of log:
      Words that name the event rather than a value never vary into ``<*>``:
      upper-case constants (``GET``, ``POST``, ``RUNNING``), inflected verbs
      (``Started``, ``Paused``, ``initializing``), and the first word of a
-     message, unless it is a qualified name such as ``com.apple.job.daily``.
+     message, unless it is a qualified name such as ``com.apple.job.daily``;
+   - a form the generalised one now covers joins it: a line seen before its
+     statement was generalised, differing from every other in two values at once
+     (``user frank … on golf``), is one of its lines, as it would be had it come
+     later. What the miner says does not depend on the order of the lines.
 
 Each rule is there because software writes values that way, not because a
 label set groups them so; ``bench/loghub.py`` measures each one by ablation on
@@ -235,6 +239,7 @@ class TemplateMiner:
         # (length, position, token) of a form's first fixed token -> forms
         self._by_anchor: dict[tuple[int, int, str], list[int]] = {}
         self._by_shape: dict[tuple[tuple[str, ...], ...], list[int]] = {}
+        self._by_length: dict[int, set[int]] = {}  # length -> live forms of that many tokens
         self._slot_values: dict[tuple[int, int], dict[str, int]] = {}  # (form, slot) -> value -> form
         self._lead_values: dict[tuple[int, tuple[str, ...]], dict[str, int]] = {}
 
@@ -413,6 +418,30 @@ class TemplateMiner:
             self._unindex(m)
             self._form[m] = []
         self._index(tid)
+        self._merge(tid, members)
+        self._merge(tid, self._covered_by(tid))
+
+    def _covered_by(self, tid: int) -> list[int]:
+        """The other forms ``tid`` now covers: the same length, its fixed words where it has them.
+
+        A line is matched the same way: a form's wildcards take any word. A form made
+        before ``tid`` was generalised (a line that differed from it in two values at once,
+        ``user frank … on golf`` before ``user <*> … on <*>`` existed) is one of its lines
+        too; without this, what the miner says would depend on the order of the lines.
+        """
+        form = self._form[tid]
+        fixed = [(i, word) for i, word in enumerate(form) if word != WILDCARD]
+        root = self.resolve(tid)
+        return [other for other in self._by_length.get(len(form), ())
+                if self.resolve(other) != root and all(self._form[other][i] == word for i, word in fixed)]
+
+    def _merge(self, tid: int, members: list[int]) -> None:
+        """Merge the forms ``members``, which ``tid``'s form covers, into ``tid``'s template."""
+        form = self._form[tid]
+        for m in members:
+            if self._form[m]:
+                self._unindex(m)
+                self._form[m] = []
         roots = {self.resolve(m) for m in members}
         roots.add(self.resolve(tid))
         root = min(roots)
@@ -430,6 +459,7 @@ class TemplateMiner:
         form = self._form[tid]
         self._by_anchor.setdefault(_anchor(form), []).append(tid)
         self._by_shape.setdefault(_shape(_chunks(form)), []).append(tid)
+        self._by_length.setdefault(len(form), set()).add(tid)
 
     def _unindex(self, tid: int) -> None:
         form = self._form[tid]
@@ -441,6 +471,7 @@ class TemplateMiner:
         same = self._by_shape.get(_shape(_chunks(form)))
         if same and tid in same:
             same.remove(tid)
+        self._by_length.get(len(form), set()).discard(tid)
 
 
 def _anchor(form: list[str]) -> tuple[int, int, str]:
