@@ -197,7 +197,7 @@ ABLATIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("longer values absorbed", "LOCAL(<*>) where others print <*>: the same slot",
      {"TemplateMiner._absorb_into": lambda self, tokens: None}),
     ("generalised form takes its lines", "a line is the statement's whatever came first: order independence",
-     {"TemplateMiner._covered_by": lambda self, tid: []}),
+     {"TemplateMiner._covered_by": lambda self, tid: ([], [])}),
     ("+ quoted word (removed)", "'Inactive', 'sparkExecutorActorSystem': as often a constant",
      {"mask": _mask_with_quoted_word}),
     ("+ value (alternate) (removed)", "27154 (httpd) unmasked, 27154 (ld-linux.so.2) masked",

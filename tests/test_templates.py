@@ -244,3 +244,16 @@ def test_lines_whose_values_vary_together_join_one_template_whatever_their_order
         "user <*> changed role to admin on <*>",
     ]
     assert sum(t.count for t in miner.templates()) == len(lines)
+
+
+def test_a_value_printed_longer_in_some_lines_is_one_statement_in_any_order() -> None:
+    # host:port where the host has no digit keeps the host; an address is one value: once a line
+    # shows the slot takes either, every form of it joins, whichever lines came first
+    import itertools
+
+    tail = " error : Could not connect through proxy proxy.example.org:5070 - Proxy server cannot establish a connection"
+    lines = [f"{lead}{tail}" for lead in ("mtalk.google.com:5228", "qd-update.qq.com:443", "10.2.3.4:80",
+                                          "config.pinyin.sogou.com:80")]
+    for order in itertools.permutations(lines):
+        miner, ids = mine(list(order))
+        assert len(set(ids)) == 1, (order, [miner.template_of(i).text for i in set(ids)])

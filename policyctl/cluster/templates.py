@@ -387,7 +387,8 @@ class TemplateMiner:
                 root = self.resolve(tid)
                 self._parent[form] = root
                 self._text[root] = self._text[form]
-                return root
+                self._take_covered(form)  # other forms the more general one now covers
+                return self.resolve(form)
         return None
 
     def _new_form(self, tokens: list[str]) -> int:
@@ -419,29 +420,43 @@ class TemplateMiner:
             self._form[m] = []
         self._index(tid)
         self._merge(tid, members)
-        self._merge(tid, self._covered_by(tid))
+        self._take_covered(tid)
 
-    def _covered_by(self, tid: int) -> list[int]:
-        """The other forms ``tid`` now covers: the same length, its fixed words where it has them.
+    def _covered_by(self, tid: int) -> tuple[list[int], list[int]]:
+        """The other forms ``tid`` now covers: of its length, and of its shape with longer values.
 
-        A line is matched the same way: a form's wildcards take any word. A form made
-        before ``tid`` was generalised (a line that differed from it in two values at once,
-        ``user frank … on golf`` before ``user <*> … on <*>`` existed) is one of its lines
-        too; without this, what the miner says would depend on the order of the lines.
+        A line is matched the same way: a form's wildcards take any word, and its value
+        parts take longer values (``host.example:<*>`` where it has ``<*>``, `_absorb_into`).
+        A form made before ``tid`` became this general (``user frank … on golf`` before
+        ``user <*> … on <*>`` existed) holds lines of its statement too; without this, what
+        the miner says would depend on the order of the lines.
         """
         form = self._form[tid]
         fixed = [(i, word) for i, word in enumerate(form) if word != WILDCARD]
         root = self.resolve(tid)
-        return [other for other in self._by_length.get(len(form), ())
+        same = [other for other in self._by_length.get(len(form), ())
                 if self.resolve(other) != root and all(self._form[other][i] == word for i, word in fixed)]
+        chunks = _chunks(form)
+        longer = [other for other in self._by_shape.get(_shape(chunks), ())
+                  if other not in same and self.resolve(other) != root
+                  and len(self._form[other]) != len(form)
+                  and all(a == b or _absorb(a, b) == b for a, b in zip(_chunks(self._form[other]), chunks, strict=True))]
+        return same, longer
 
-    def _merge(self, tid: int, members: list[int]) -> None:
+    def _take_covered(self, tid: int) -> None:
+        """Merge into ``tid``'s template every form it now covers (the longer shapes stay findable)."""
+        same, longer = self._covered_by(tid)
+        self._merge(tid, same)
+        self._merge(tid, longer, keep_forms=True)
+
+    def _merge(self, tid: int, members: list[int], keep_forms: bool = False) -> None:
         """Merge the forms ``members``, which ``tid``'s form covers, into ``tid``'s template."""
         form = self._form[tid]
-        for m in members:
-            if self._form[m]:
-                self._unindex(m)
-                self._form[m] = []
+        if not keep_forms:
+            for m in members:
+                if self._form[m]:
+                    self._unindex(m)
+                    self._form[m] = []
         roots = {self.resolve(m) for m in members}
         roots.add(self.resolve(tid))
         root = min(roots)
