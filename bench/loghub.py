@@ -188,6 +188,8 @@ ABLATIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"_takes_value": lambda word, token: False}),
     ("word varies three ways", "a word with 3 values, all else equal, is a variable",
      {"_VALUES_FOR_VARIABLE": 1 << 30}),
+    ("words vary together", "service X on node Y by Z: a few word slots that vary at once",
+     {"_MAX_SLOTS_TOGETHER": 1}),
     ("constants never vary", "GET, RUNNING: enum constants name the event", {"_CONSTANT": _NEVER}),
     ("inflected verbs never vary", "Started, Paused: the verb is the event", {"_INFLECTED": _NEVER}),
     ("many constants vary", "16 different constants in one slot are a variable", {"_MANY_VALUES": 1 << 30}),

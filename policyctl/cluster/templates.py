@@ -27,6 +27,9 @@ Two stages, one default configuration for every kind of log:
      upper-case constants (``GET``, ``POST``, ``RUNNING``), inflected verbs
      (``Started``, ``Paused``, ``initializing``), and the first word of a
      message, unless it is a qualified name such as ``com.apple.job.daily``;
+   - words that vary together (a service, a host and a user in one line) are
+     variables the same way, a few slots at once: when each has taken three
+     values with the rest of the line equal, and the fixed words outnumber them;
    - a form the generalised one now covers joins it: a line seen before its
      statement was generalised, differing from every other in two values at once
      (``user frank … on golf``), is one of its lines, as it would be had it come
@@ -144,6 +147,10 @@ _HAS_LETTER = re.compile(r"[A-Za-z]")
 # variable; so is one with many values that look like constants.
 _VALUES_FOR_VARIABLE = 3
 _MANY_VALUES = 16
+# Words that vary together (a user and a host in one line): at most this many slots at once,
+# each a variable once it has taken three values with the rest equal, as one slot does.
+_MAX_SLOTS_TOGETHER = 3
+_MAX_TOGETHER_TRACKED = 100_000
 # A line takes a form's longer values only when both share this many fixed words.
 _MIN_WORDS_TO_ABSORB = 2
 _MAX_EXAMPLES = 3
@@ -161,6 +168,17 @@ def _can_vary(word: str) -> bool:
         or _CONSTANT.fullmatch(word) is not None
         or _INFLECTED.fullmatch(word) is not None
     )
+
+
+def _vary_together(form: list[str], tokens: list[str], slots: list[int], lead: int) -> bool:
+    """Whether a line that differs from ``form`` in a few ``slots`` may be the same statement.
+
+    Each slot holds a word on both sides that can be a value (not the first word, not a
+    separator, constant or inflected verb); the caller has checked that the fixed words they
+    share outnumber the slots: ``service redis on node bravo restarted by bob`` and
+    ``service kafka on node golf restarted by erin`` share "service", "on node", "restarted by".
+    """
+    return lead not in slots and all(_can_vary(form[i]) and _can_vary(tokens[i]) for i in slots)
 
 
 def _takes_value(word: str, token: str) -> bool:
@@ -242,6 +260,8 @@ class TemplateMiner:
         self._by_length: dict[int, set[int]] = {}  # length -> live forms of that many tokens
         self._slot_values: dict[tuple[int, int], dict[str, int]] = {}  # (form, slot) -> value -> form
         self._lead_values: dict[tuple[int, tuple[str, ...]], dict[str, int]] = {}
+        # (form, slots) -> the words in those slots -> form: words that vary together
+        self._together_values: dict[tuple[int, tuple[int, ...]], dict[tuple[str, ...], int]] = {}
 
     def add(self, line: str) -> int:
         """Mine one line; return the id of the template that covers it now."""
@@ -321,25 +341,32 @@ class TemplateMiner:
         candidates: list[int] = list(self._by_anchor.get((n, -1, ""), ()))
         for i, token in enumerate(tokens):
             candidates.extend(self._by_anchor.get((n, i, token), ()))
+        together: list[tuple[int, tuple[int, ...]]] = []  # (form, slots): differs in a few words at once
         for tid in candidates:
             have = self._form[tid]
-            slot = -1
+            slots: list[int] = []
+            shared = 0  # fixed words both have
             for i in range(n):
                 word = have[i]
-                if word == WILDCARD or word == tokens[i]:
+                if word == WILDCARD:
                     continue
-                if slot >= 0:
-                    slot = -2
+                if word == tokens[i]:
+                    shared += word not in _SEPARATORS
+                    continue
+                slots.append(i)
+                if len(slots) > _MAX_SLOTS_TOGETHER:
                     break
-                slot = i
-            if slot == -1:
+            if not slots:
                 return tid
-            if slot >= 0:
+            if len(slots) == 1:
+                slot = slots[0]
                 if _takes_value(have[slot], tokens[slot]):
                     self._generalise(tid, slot, self._slot_values.pop((tid, slot), {}).values())
                     return tid
                 if slot != lead and have[slot] not in _SEPARATORS and tokens[slot] not in _SEPARATORS:
                     near.append((tid, slot))
+            elif len(slots) <= _MAX_SLOTS_TOGETHER and shared > len(slots) and _vary_together(have, tokens, slots, lead):
+                together.append((tid, tuple(slots)))
         absorbed = self._absorb_into(tokens)
         if absorbed is not None:
             return absorbed
@@ -355,6 +382,22 @@ class TemplateMiner:
             ):
                 del self._slot_values[(other, slot)]
                 self._generalise(other, slot, values.values())
+        for other, group in together:
+            if not self._form[other] or any(self._form[other][i] == WILDCARD for i in group):
+                continue
+            seen = self._together_values.get((other, group))
+            if seen is None:
+                if len(self._together_values) >= _MAX_TOGETHER_TRACKED:
+                    continue  # text with no statements in it (random words): stop tracking, stay bounded
+                seen = self._together_values[(other, group)] = {}
+            seen.setdefault(tuple(self._form[other][i] for i in group), other)
+            seen[tuple(tokens[i] for i in group)] = tid
+            if all(len({values[k] for values in seen}) >= _VALUES_FOR_VARIABLE for k in range(len(group))):
+                del self._together_values[(other, group)]
+                for i in group[:-1]:
+                    self._generalise(other, i, ())
+                self._generalise(other, group[-1], seen.values())
+                break
         if lead >= 0 and _QUALIFIED.fullmatch(tokens[lead]):
             rest = (lead, tuple(tokens[:lead] + tokens[lead + 1 :]))
             values = self._lead_values.setdefault(rest, {})
