@@ -459,10 +459,8 @@ class TemplateMiner:
             for i, word in enumerate(self._form[m]):
                 if word == WILDCARD and i < len(form):
                     form[i] = WILDCARD
-            self._unindex(m)
-            self._form[m] = []
         self._index(tid)
-        self._merge(tid, members)
+        self._merge(tid, members)  # they leave the index there
         self._take_covered(tid)
 
     def _covered_by(self, tid: int) -> tuple[list[int], list[int]]:

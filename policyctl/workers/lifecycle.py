@@ -18,7 +18,7 @@ HELLO_OP = "hello"
 # works and nothing in it can shadow an installed module. The module's `main(argv)` runs.
 _BOOT = ("import sys, importlib; sys.path.append(sys.argv.pop(1)); "
          "sys.exit(importlib.import_module(sys.argv.pop(1)).main(sys.argv))")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the directory holding this policyctl
 
 # Signals a worker gets from its own resource limits: named for the limit, which is what to fix.
 _LIMIT_SIGNALS = {signal.SIGXCPU: "the CPU time limit", signal.SIGXFSZ: "the file size limit"}
@@ -31,7 +31,7 @@ def python_command(module: str, *args: str, isolated: bool = False) -> list[str]
     under `python -I`; otherwise it is `python -m module`, which inherits the environment.
     """
     if isolated:
-        return [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, module, *args]
+        return [sys.executable, "-I", "-c", _BOOT, PACKAGE_ROOT, module, *args]
     return [sys.executable, "-m", module, *args]
 
 

@@ -20,13 +20,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from policyctl.errors import PolicyCompileError, PolicyctlError, Problem
-from policyctl.workers.lifecycle import python_command, signal_name
-
-_ROOT = str(Path(__file__).resolve().parents[2])  # so the child imports this very policyctl
+from policyctl.workers.lifecycle import PACKAGE_ROOT, python_command, signal_name
 
 Report = Callable[[Any], None]
 
@@ -48,7 +45,8 @@ def run_in_child(function: Callable[..., Any], *args: Any) -> ChildRun:
     here again; a death by signal is returned (run.died), never suffered.
     """
     request = pickle.dumps((function.__module__, function.__qualname__, args))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)}
+    # PACKAGE_ROOT first, so the child imports this very policyctl
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(python_command(__name__), input=request, capture_output=True, env=env, check=False)
     run = ChildRun()
     finished = False
