@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,15 @@ from conftest import PROJECT
 
 from policyctl.cli.main import main
 from policyctl.cluster import cluster_logs
-from policyctl.cluster.embed import get_embedder, plain_words, sentence_weights, sentences
+from policyctl.cluster.embed import (
+    MAX_NGRAM_DIMS,
+    MiniLMEmbedder,
+    get_embedder,
+    ngram_vectors,
+    plain_words,
+    sentence_weights,
+    sentences,
+)
 from policyctl.cluster.report import dumps, render_html, render_table
 from policyctl.model.cluster import ClusterReport
 from policyctl.model.schema import schema_errors
@@ -65,6 +74,29 @@ def test_tfidf_embeds_any_input(texts: list[str]) -> None:
     check_vectors(texts, get_embedder("tfidf").embed(texts))
 
 
+def test_many_templates_keep_the_wording_space_bounded_and_its_cosines_near_exact() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    rng = random.Random(7)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randrange(3, 10)))
+             for _ in range(3000)]
+    texts = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(1500)]
+    exact = normalize(TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+                      .fit_transform(texts)).toarray()
+    assert exact.shape[1] > 3 * MAX_NGRAM_DIMS  # what unbounded rows would be
+    vectors = ngram_vectors(texts)
+    check_vectors(texts, vectors)
+    assert vectors.shape[1] == MAX_NGRAM_DIMS and vectors.dtype == np.float32
+    error = np.abs(vectors @ vectors.T - exact @ exact.T)
+    assert error.mean() < 0.02 and error.max() < 0.1
+    # below the bound nothing is projected: a small input's cosines are exact
+    small = ngram_vectors(texts[:50])
+    few = normalize(TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+                    .fit_transform(texts[:50])).toarray()
+    assert np.allclose(small @ small.T, few @ few.T, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_minilm_embeds_any_input() -> None:
     embedder = get_embedder("minilm")
@@ -108,12 +140,32 @@ def test_a_stock_phrase_does_not_pull_different_failures_together() -> None:
     a, b = "I forgot the requirement that prices are in euros.", "The job is finished, closing the session now."
     fillers = [f"Step {w} is done." for w in ("one", "two", "three", "four", "five", "six")]
     embedder = get_embedder("minilm")
-    bare = embedder.embed([a, b, *fillers])
-    said = embedder.embed([a + stock, b + stock, *(f + stock for f in fillers)])
+    assert isinstance(embedder, MiniLMEmbedder)
+    bare = embedder.meaning([a, b, *fillers])
+    said = embedder.meaning([a + stock, b + stock, *(f + stock for f in fillers)])
     # the phrase alone, averaged in, lifts the similarity of any two messages; weighed by how
     # often it is said, it leaves what the failures have in common where it was
     assert float(said[0] @ said[1]) < float(bare[0] @ bare[1]) + 0.05
     assert float(said[0] @ bare[0]) > 0.95
+    # the wording half shares the phrase's letters, and still the two stay far from saying one thing
+    both = embedder.embed([a + stock, b + stock, *(f + stock for f in fillers)])
+    assert float(both[0] @ both[1]) < (1 - embedder.text_distance) / 2
+
+
+@pytest.mark.slow
+def test_the_default_space_tells_machine_written_errors_apart_and_keeps_paraphrases_close() -> None:
+    missing = "FileNotFoundError: [Errno 2] No such file or directory: 'src/board.py'"
+    also_missing = "cat: lib/ledger_v2.json: No such file or directory"
+    others = ["TypeError: compute_total() missing 1 required positional argument: 'limit'",
+              "ImportError: cannot import name 'smart_join' from 'pandas'"]
+    done, also_done = "TERMINATE", "The work is finished, no further steps are needed."
+    texts = [missing, also_missing, *others, done, also_done]
+    minilm, tfidf = get_embedder("minilm").embed(texts), get_embedder("tfidf").embed(texts)
+    # a missing file in two programs' words is nearer than another error in the first one's words
+    for other in (2, 3):
+        assert float(minilm[0] @ minilm[1]) > float(minilm[0] @ minilm[other]) + 0.1
+    # two ways of saying "finished" share no word: only the meaning half brings them together
+    assert float(minilm[4] @ minilm[5]) > float(tfidf[4] @ tfidf[5]) + 0.1
 
 
 @pytest.mark.parametrize("case", ["empty-file", "missing-messages", "empty-messages", "one-event", "identical"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from policyctl.cli.common import (
+    embedder_option,
     emit_json,
     engine_flag,
     format_options,
@@ -34,8 +35,7 @@ def bot() -> None:
 @click.option("--max-prs", type=click.IntRange(0), default=None,
               help="At most this many bot pull requests open at once; larger clusters go first.")
 @click.option("--dry-run", is_flag=True, help="Print what would be opened or updated; change nothing.")
-@click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True,
-              help="minilm: all-MiniLM-L6-v2, offline (needs torch); tfidf: no torch.")
+@embedder_option
 @click.option("--drafter", type=click.Choice(["induce", "anthropic"]), default="induce", show_default=True)
 @click.option("--author", default=None, metavar="'NAME <EMAIL>'",
               help="The bot's git identity; commits by anyone else on its branches are never overwritten "

