@@ -26,7 +26,7 @@ from policyctl.errors import PolicyctlError, ValidationError
 from policyctl.gateway.evaluator import override_summaries
 from policyctl.model.records import MAX_OVERRIDE_BYTES, OVERRIDE_HEADER_CODES, parse_override_header
 from policyctl.repo import Snapshot, snapshot
-from policyctl.sandbox import MAX_SOURCE_BYTES, OverrideSet, SandboxCompileError
+from policyctl.sandbox import MAX_SOURCE_BYTES, OverrideSet, SandboxCompileError, compile_problems
 
 SOON = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 BIG = 4 * 1024 * 1024
@@ -220,16 +220,32 @@ def test_every_code_check_reports_is_a_documented_one(checked: tuple[int, str]) 
     assert all(f"`{code}`" in docs for code in codes)
 
 
-def test_the_cli_priority_range_is_the_headers() -> None:
-    from policyctl.cli.override import PRIORITY_RANGE
+def test_the_cli_offers_the_priorities_the_header_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from policyctl.model.records import MAX_PRIORITY, MIN_PRIORITY
 
-    assert PRIORITY_RANGE == (MIN_PRIORITY, MAX_PRIORITY)
+    assert main(["override", "new", "--help"]) == 0
+    assert f"{MIN_PRIORITY}<=x<={MAX_PRIORITY}" in capsys.readouterr().out
+    assert main(["override", "new", "x", "--priority", str(MAX_PRIORITY + 1), "--repo", str(tmp_path)]) == 2
+    assert "--priority" in capsys.readouterr().err
+    for edge in (MIN_PRIORITY, MAX_PRIORITY):
+        assert parse_override_header(_priority(str(edge)), file="overrides/x.py").priority == edge
+    with pytest.raises(ValidationError) as info:
+        parse_override_header(_priority(str(MAX_PRIORITY + 1)), file="overrides/x.py")
+    assert info.value.code == "override_priority"
 
 
-def test_the_size_cap_is_the_sandbox_s() -> None:
-    # two definitions (the override worker does not import the model): one figure
-    assert MAX_OVERRIDE_BYTES == MAX_SOURCE_BYTES
+def test_a_script_the_header_refuses_as_too_large_the_sandbox_refuses_too() -> None:
+    # the header's parser and the sandbox's compile wall apply one cap, each before it parses
+    at_cap = GOOD + "#" * (MAX_OVERRIDE_BYTES - len(GOOD.encode()) - 1) + "\n"
+    assert len(at_cap.encode()) == MAX_OVERRIDE_BYTES == MAX_SOURCE_BYTES
+    parse_override_header(at_cap, file="overrides/x.py")
+    assert not [p for p in compile_problems(at_cap, file="overrides/x.py") if "limit is" in p.message]
+    over = at_cap + "#"
+    with pytest.raises(ValidationError) as info:
+        parse_override_header(over, file="overrides/x.py")
+    assert info.value.code == "override_too_large"
+    (problem,) = compile_problems(over, file="overrides/x.py")
+    assert f"limit is {MAX_OVERRIDE_BYTES}" in problem.message
 
 
 def test_the_cap_answers_before_the_parser_would() -> None:

@@ -7,11 +7,10 @@ from typing import IO
 
 import click
 
+from policyctl.bounds import MAX_PRIORITY, MIN_PRIORITY
 from policyctl.cli.common import emit_json, repo_option
 
-# model.records.MIN_PRIORITY..MAX_PRIORITY, written here so that `--help` does not import the model
-# (jsonschema); a test holds the two equal.
-PRIORITY_RANGE = (-1000, 1000)
+PRIORITY_RANGE = (MIN_PRIORITY, MAX_PRIORITY)  # from policyctl.bounds: `--help` does not import the model
 
 
 @click.group()

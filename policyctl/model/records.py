@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from policyctl.bounds import MAX_OVERRIDE_BYTES, MAX_PRIORITY, MIN_PRIORITY
 from policyctl.errors import ValidationError
 from policyctl.model.schema import schema_errors
 
@@ -148,16 +149,8 @@ class Fixture:
                    why=data.get("why"), origin=data.get("origin"), file=file, line=line)
 
 
-# The header is read outside the sandbox, by every gateway build and by `policyctl check` in
-# pre-commit, so reading it must cost what a short script costs, whatever the file holds: the
-# cap comes before any parse. Equal to the sandbox's MAX_SOURCE_BYTES (model imports nothing from
-# the stages above it; a test keeps the two equal).
-MAX_OVERRIDE_BYTES = 64 * 1024
 # OVERRIDE -> match -> a list of values: nothing deeper means anything.
 MAX_HEADER_DEPTH = 3
-# Priorities only order the few overrides of an emergency; a small range stays exact in every
-# encoding (JSON, Rego numbers, floats) and readable in the status.
-MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 # Integers beyond 64 bits cannot be encoded for the status or the decision log.
 _INT64 = 2**63
 # Dotted input paths, matched whole: `$` would accept "kind\n".

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Source: a script is a short emergency measure, not a program. The header's parser applies the same
-# figure (policyctl.model.records.MAX_OVERRIDE_BYTES) before any parse: the override worker must not
-# import the model, so the two are kept equal by a test.
-MAX_SOURCE_BYTES = 64 * 1024
+from policyctl.bounds import MAX_OVERRIDE_BYTES
+
+# Source: the figure the header's parser applies before any parse (policyctl.bounds).
+MAX_SOURCE_BYTES = MAX_OVERRIDE_BYTES
 
 # Wall clock: the parent kills a worker that has not answered by then.
 HARD_TIMEOUT_MS = 2000
