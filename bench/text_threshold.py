@@ -51,10 +51,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", nargs="+", default=["tune:1", "tune:2", "tune:3"],
                         help="the tuning corpora, as variant:seed")
-    parser.add_argument("--embedders", nargs="+", default=["minilm", "tfidf"])
+    parser.add_argument("--embedders", nargs="+", default=["minilm", "tfidf"], choices=["minilm", "tfidf"])
     parser.add_argument("--grid", type=float, nargs="+", default=GRID)
     parser.add_argument("--check", nargs="*", default=[], help="corpora to score at each embedder's best distance")
     args = parser.parse_args()
+    for spec in [*args.corpus, *args.check]:
+        variant, _, seed = spec.partition(":")
+        if variant not in ("tune", "heldout") or not seed.isdigit():
+            parser.error(f"corpus {spec!r}: expected tune:SEED or heldout:SEED")
+    if any(not 0 < d < 1 for d in args.grid):
+        parser.error("--grid: cosine distances between 0 and 1")
     from policyctl.cluster import embed
 
     shipped = dict(embed.TEXT_DISTANCE)
