@@ -240,6 +240,30 @@ def test_input_without_successes_is_reported_and_compared_with_other_failures(tm
     assert "compared with the other failures" in capsys.readouterr().out
 
 
+def test_a_step_type_two_failures_share_is_no_handle_for_either(tmp_path: Path) -> None:
+    # only failures: 30 missing files and 20 bad arguments come back as tool results, 30 model
+    # messages ignore a teammate, and web_search times out (its tool is also some bad arguments')
+    tools = ["shell", "python", "read_file", "web_search"]
+    events = [event(i, f"cat: src/part{i}.py: No such file or directory", type="tool_result",
+                    tool=tools[i % 3], run=f"r{i % 7}") for i in range(30)]
+    events += [event(100 + i, f"TypeError: load() missing 1 required positional argument: 'arg{i}'",
+                     type="tool_result", tool=tools[i % 4], run=f"r{i % 6}") for i in range(20)]
+    events += [event(200 + i, f"I'll keep my version even though the reviewer found bug {i} in it.",
+                     run=f"r{i % 5}") for i in range(30)]
+    events += [event(300 + i, f"web_search timed out after {10 + i} seconds waiting for a rate-limit slot",
+                     type="tool_call", tool="web_search", status="timeout", run=f"r{i % 4}") for i in range(12)]
+    doc, _ = cluster_logs([jsonl(tmp_path / "events.jsonl", events)], embedder="tfidf")
+    assert doc.contrast == "other_failures"
+    missing = next(c for c in doc.clusters if "e0" in c.members)
+    # 30 of the 50 tool results: most of them, but the bad arguments are tool results throughout
+    assert missing.size == 30 and missing.basis == "text" and not missing.systemic
+    assert missing not in doc.systemic and not missing.distinguishing
+    # a timeout is another failure than the errors that share its tool: its handle stands
+    timeout = next(c for c in doc.clusters if "e300" in c.members)
+    assert timeout.systemic and timeout.basis == "fields" and timeout.size == 12
+    assert ("action.tool", "web_search") in {(d.field, d.value) for d in timeout.distinguishing}
+
+
 def test_one_shared_value_does_not_merge_failures_whose_text_differs(tmp_path: Path) -> None:
     # two different failures of the deploy tool, and successes where deploy is rare: before, both got
     # the fingerprint "error, action.type=deploy" and became one cluster

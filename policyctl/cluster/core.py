@@ -581,6 +581,8 @@ def cluster_records(records: Iterable[Record], *, embedder: Any, min_size: int =
             clusters.append(g)
     clusters = _absorb_consistent(clusters, summarise, agree)
     clusters = _regroup_by_text(clusters, text, position, summarise, same_text, min_size)
+    if mode == "other_failures":
+        _demote_shared_explanations(clusters, min_size)
     _name_text_clusters([c for c in clusters if c.basis == "text"], ordered, text, position)
     rare = sum(c.size for c in clusters if c.basis == "rare")
     clusters.sort(key=lambda c: (not c.systemic, c.basis != "text", -c.size, c.fingerprint))
@@ -691,6 +693,35 @@ def _regroup_by_text(clusters: list[Group], text: Any, position: dict[int, int],
             g.basis = "text"
         out.append(g)
     return out
+
+
+def _demote_shared_explanations(clusters: list[Group], min_size: int) -> None:
+    """Against the other failures, a group whose every explaining value another recurring group of
+    its status shows as widely is set apart by its text, not by those values: a text cluster.
+
+    With no successful traffic, a value explains a group when most of the failures showing it are
+    there. A step type that two failures share passes that test for whichever holds more of it
+    (57 of 100 tool results: every file-not-found error) though the other (every wrong-argument
+    error, also tool results) shows it in all its events too; a rule on it would answer both. A
+    group of another status is another failure already (a web_search timeout is not a repeated
+    web_search call), so only groups of the same status count.
+    """
+    candidates = [c for c in clusters if c.basis == "fields" and not c.numeric
+                  and any(d["field"] != "kind" for d in c.distinguishing)]
+    if not candidates:
+        return
+    recurring = []
+    for o in clusters:
+        if o.basis != "rare" and o.size >= min_size:
+            traffic = Traffic()
+            for u in o.units:
+                traffic.merge(u.traffic)
+            recurring.append((o, traffic))
+    for c in candidates:
+        values = [(d["field"], d["value"]) for d in c.distinguishing if d["field"] != "kind"]
+        if all(any(o is not c and o.status == c.status and t.share(v) >= MIN_SHARE for o, t in recurring)
+               for v in values):
+            c.basis, c.systemic, c.distinguishing = "text", False, []
 
 
 def _cut(vectors: Any, threshold: float) -> Any:
