@@ -146,20 +146,38 @@ def main() -> int:
     return 0
 
 
-def corpus_scores(tmp: Path, spec: str, embedders: list[str]) -> dict[str, Any]:
-    """Ours with each embedder, TF-IDF + KMeans and grouping by fields, on one agent-transcript corpus."""
-    import numpy as np
+def transcript_log(tmp: Path, spec: str) -> tuple[Any, Path]:
+    """The agent-transcript corpus `variant:seed` and its events written under `tmp` (once)."""
     from corpora.agent_transcripts import generate, write
-    from sklearn.cluster import KMeans
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
-
-    from policyctl.cluster import cluster_logs
 
     variant, seed = spec.split(":")
     corpus = generate(int(seed), variant)
     log = tmp / f"transcripts-{variant}-{seed}.jsonl"
-    write(corpus, log)
+    if not log.exists():
+        write(corpus, log)
+    return corpus, log
+
+
+def ours(log: Path, ids: list[str], embedder: str) -> tuple[list[int], Any, float]:
+    """Each event's cluster under ours (rare events all -1, one "not grouped" label), the report, seconds."""
+    from policyctl.cluster import cluster_logs
+
+    t = time.perf_counter()
+    doc, _ = cluster_logs([log], embedder=embedder)
+    seconds = round(time.perf_counter() - t, 2)
+    owner = {m: (n if c.basis != "rare" else -1) for n, c in enumerate(doc.clusters) for m in c.members}
+    return [owner[i] for i in ids], doc, seconds
+
+
+def corpus_scores(tmp: Path, spec: str, embedders: list[str]) -> dict[str, Any]:
+    """Ours with each embedder, TF-IDF + KMeans and grouping by fields, on one agent-transcript corpus."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
+
+    variant, seed = spec.split(":")
+    corpus, log = transcript_log(tmp, spec)
     ids = [e["id"] for e in corpus.events]
     truth = [corpus.labels[i] for i in ids]
     k = len(set(truth))
@@ -170,11 +188,8 @@ def corpus_scores(tmp: Path, spec: str, embedders: list[str]) -> dict[str, Any]:
 
     methods = []
     for embedder in embedders:
-        t = time.perf_counter()
-        doc, _ = cluster_logs([log], embedder=embedder)
-        seconds = round(time.perf_counter() - t, 2)
-        owner = {m: (n if c.basis != "rare" else -1) for n, c in enumerate(doc.clusters) for m in c.members}
-        methods.append(score(f"ours ({embedder})", [owner[i] for i in ids], groups=len(doc.clusters) - sum(
+        pred, doc, seconds = ours(log, ids, embedder)
+        methods.append(score(f"ours ({embedder})", pred, groups=len(doc.clusters) - sum(
             c.basis == "rare" for c in doc.clusters), seconds=seconds, contrast=doc.contrast,
             systemic=len(doc.systemic), text_clusters=len(doc.text_clusters), rare_events=doc.totals.rare_events))
     matrix = TfidfVectorizer(sublinear_tf=True).fit_transform([e["outcome"]["message"] for e in corpus.events])

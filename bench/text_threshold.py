@@ -30,21 +30,14 @@ GRID = [0.6, 0.65, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95]
 
 
 def ours_ami(tmp: Path, spec: str, embedder: str) -> float:
-    """AMI of ours on one corpus (rare events count as one "not grouped" label), at the current distance."""
-    from corpora.agent_transcripts import generate, write
+    """AMI of ours on one corpus, scored as bench/cluster_quality.py scores it, at the current distance."""
+    from cluster_quality import ours, transcript_log
     from sklearn.metrics import adjusted_mutual_info_score
 
-    from policyctl.cluster import cluster_logs
-
-    variant, seed = spec.split(":")
-    corpus = generate(int(seed), variant)
-    log = tmp / f"transcripts-{variant}-{seed}.jsonl"
-    if not log.exists():
-        write(corpus, log)
+    corpus, log = transcript_log(tmp, spec)
     ids = [e["id"] for e in corpus.events]
-    doc, _ = cluster_logs([log], embedder=embedder)
-    owner = {m: (n if c.basis != "rare" else -1) for n, c in enumerate(doc.clusters) for m in c.members}
-    return round(float(adjusted_mutual_info_score([corpus.labels[i] for i in ids], [owner[i] for i in ids])), 4)
+    pred, _, _ = ours(log, ids, embedder)
+    return round(float(adjusted_mutual_info_score([corpus.labels[i] for i in ids], pred)), 4)
 
 
 def main() -> int:

@@ -257,6 +257,7 @@ class Group:
     basis: str = ""  # fields, deadlock, text or rare (see model.cluster.Cluster)
     terms: list[str] = field(default_factory=list)
     axis: tuple[int, int, int] | None = None  # timeline_axis of all the clusters, set once they are final
+    traffic: Traffic = field(default_factory=Traffic)  # its units' traffic together (its units never change)
 
     @property
     def decisive(self) -> bool:
@@ -277,16 +278,14 @@ class Group:
         return [m for u in self.units for m in u.members]
 
     def to_record(self) -> Cluster:
-        traffic = Traffic()
         statuses: Counter[str] = Counter()
         templates: Counter[str] = Counter()
         agents: Counter[str] = Counter()
         for u in self.units:
-            traffic.merge(u.traffic)
             statuses.update(u.statuses)
             templates.update(u.templates)
             agents.update(u.agents)
-        roles = Counter({k[1]: v for k, v in traffic.values.items() if k[0] == "role"})
+        roles = Counter({k[1]: v for k, v in self.traffic.values.items() if k[0] == "role"})
         firsts = [u.first for u in self.units if u.first]
         lasts = [u.last for u in self.units if u.last]
         cycle = next((u.cycle for u in self.units if u.cycle), None)
@@ -668,7 +667,8 @@ def _summarise(group: list[Unit], contrast: Contrast, min_size: int, total: int,
     basis = ("deadlock" if cycle is not None else "fields") if systemic else "rare"
     return Group(fingerprint=fp, title=title(status, cats, nums, cycle, top.text), units=group,
                  systemic=systemic, distinguishing=cats[:8], numeric=nums[:4], status=status,
-                 share=size / total, coords=(float(cx), float(cy)), signature=fp.rsplit("-", 1)[-1], basis=basis)
+                 share=size / total, coords=(float(cx), float(cy)), signature=fp.rsplit("-", 1)[-1], basis=basis,
+                 traffic=traffic)
 
 
 def _regroup_by_text(clusters: list[Group], text: Any, position: dict[int, int],
@@ -710,16 +710,10 @@ def _demote_shared_explanations(clusters: list[Group], min_size: int) -> None:
                   and any(d["field"] != "kind" for d in c.distinguishing)]
     if not candidates:
         return
-    recurring = []
-    for o in clusters:
-        if o.basis != "rare" and o.size >= min_size:
-            traffic = Traffic()
-            for u in o.units:
-                traffic.merge(u.traffic)
-            recurring.append((o, traffic))
+    recurring = [o for o in clusters if o.basis != "rare" and o.size >= min_size]
     for c in candidates:
         values = [(d["field"], d["value"]) for d in c.distinguishing if d["field"] != "kind"]
-        if all(any(o is not c and o.status == c.status and t.share(v) >= MIN_SHARE for o, t in recurring)
+        if all(any(o is not c and o.status == c.status and o.traffic.share(v) >= MIN_SHARE for o in recurring)
                for v in values):
             c.basis, c.systemic, c.distinguishing = "text", False, []
 
@@ -782,9 +776,7 @@ def _consistent(small: Group, big: Group, agree: Callable[[Group, Group], bool])
         return 0
     if any(u.cycle is not None for u in small.units) or any(u.cycle is not None for u in big.units):
         return 0
-    traffic = Traffic()
-    for u in small.units:
-        traffic.merge(u.traffic)
+    traffic = small.traffic
     strong = [c for c in big.distinguishing if c["share"] >= 0.8 and c["field"] != "kind"]
     met = 0
     for c in strong:

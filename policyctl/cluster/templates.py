@@ -479,8 +479,7 @@ class TemplateMiner:
                 if self.resolve(other) != root and all(self._form[other][i] == word for i, word in fixed)]
         chunks = _chunks(form)
         longer = [other for other in self._by_shape.get(_shape(chunks), ())
-                  if other not in same and self.resolve(other) != root
-                  and len(self._form[other]) != len(form)
+                  if len(self._form[other]) != len(form) and self.resolve(other) != root
                   and all(a == b or _absorb(a, b) == b for a, b in zip(_chunks(self._form[other]), chunks, strict=True))]
         return same, longer
 
