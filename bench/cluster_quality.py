@@ -55,7 +55,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--embedders", nargs="+", default=["minilm", "tfidf"])
     parser.add_argument("--worlds", nargs="*", default=["demo", "fleet"])
-    parser.add_argument("--corpus", nargs="*", default=["tune:1", "tune:2", "tune:3", "heldout:1", "heldout:2", "heldout:3"],
+    parser.add_argument("--corpus", nargs="*", type=corpus_spec,
+                        default=["tune:1", "tune:2", "tune:3", "heldout:1", "heldout:2", "heldout:3"],
                         help="agent-transcript corpora as variant:seed")
     args = parser.parse_args()
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
@@ -144,6 +145,14 @@ def main() -> int:
                                                                        "fields; ours minilm > ours tfidf"}})
     print(f"wrote {path}")
     return 0
+
+
+def corpus_spec(spec: str) -> str:
+    """An argparse type: one agent-transcript corpus, `tune:SEED` or `heldout:SEED`."""
+    variant, _, seed = spec.partition(":")
+    if variant not in ("tune", "heldout") or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"corpus {spec!r}: expected tune:SEED or heldout:SEED")
+    return spec
 
 
 def transcript_log(tmp: Path, spec: str) -> tuple[Any, Path]:

@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_result  # noqa: E402
+from cluster_quality import corpus_spec  # noqa: E402
 
 GRID = [0.6, 0.65, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95]
 
@@ -42,16 +43,13 @@ def ours_ami(tmp: Path, spec: str, embedder: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", nargs="+", default=["tune:1", "tune:2", "tune:3"],
+    parser.add_argument("--corpus", nargs="+", type=corpus_spec, default=["tune:1", "tune:2", "tune:3"],
                         help="the tuning corpora, as variant:seed")
     parser.add_argument("--embedders", nargs="+", default=["minilm", "tfidf"], choices=["minilm", "tfidf"])
     parser.add_argument("--grid", type=float, nargs="+", default=GRID)
-    parser.add_argument("--check", nargs="*", default=[], help="corpora to score at each embedder's best distance")
+    parser.add_argument("--check", nargs="*", type=corpus_spec, default=[],
+                        help="corpora to score at each embedder's best distance")
     args = parser.parse_args()
-    for spec in [*args.corpus, *args.check]:
-        variant, _, seed = spec.partition(":")
-        if variant not in ("tune", "heldout") or not seed.isdigit():
-            parser.error(f"corpus {spec!r}: expected tune:SEED or heldout:SEED")
     if any(not 0 < d < 1 for d in args.grid):
         parser.error("--grid: cosine distances between 0 and 1")
     from policyctl.cluster import embed
