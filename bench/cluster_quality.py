@@ -56,8 +56,9 @@ def main() -> int:
     parser.add_argument("--embedders", nargs="+", default=["minilm", "tfidf"])
     parser.add_argument("--worlds", nargs="*", default=["demo", "fleet"])
     parser.add_argument("--corpus", nargs="*", type=corpus_spec,
-                        default=["tune:1", "tune:2", "tune:3", "heldout:1", "heldout:2", "heldout:3"],
-                        help="agent-transcript corpora as variant:seed")
+                        default=[f"{v}:{seed}{long}" for long in ("", ":long") for v in ("tune", "heldout")
+                                 for seed in (1, 2, 3)],
+                        help="agent-transcript corpora as variant:seed[:long]")
     args = parser.parse_args()
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
@@ -148,20 +149,27 @@ def main() -> int:
 
 
 def corpus_spec(spec: str) -> str:
-    """An argparse type: one agent-transcript corpus, `tune:SEED` or `heldout:SEED`."""
-    variant, _, seed = spec.partition(":")
-    if variant not in ("tune", "heldout") or not seed.isdigit():
-        raise argparse.ArgumentTypeError(f"corpus {spec!r}: expected tune:SEED or heldout:SEED")
+    """An argparse type: one agent-transcript corpus, `tune:SEED` or `heldout:SEED`, `:long` for long messages."""
+    variant, seed, *rest = spec.split(":") + [""]
+    if variant not in ("tune", "heldout") or not seed.isdigit() or rest not in ([""], ["long", ""]):
+        raise argparse.ArgumentTypeError(f"corpus {spec!r}: expected tune:SEED or heldout:SEED, optionally :long")
     return spec
+
+
+def corpus_of(spec: str) -> Any:
+    """The agent-transcript corpus a spec names (see `corpus_spec`)."""
+    from corpora.agent_transcripts import generate
+
+    variant, seed, *rest = spec.split(":")
+    return generate(int(seed), variant, long=rest == ["long"])
 
 
 def transcript_log(tmp: Path, spec: str) -> tuple[Any, Path]:
     """The agent-transcript corpus `variant:seed` and its events written under `tmp` (once)."""
-    from corpora.agent_transcripts import generate, write
+    from corpora.agent_transcripts import write
 
-    variant, seed = spec.split(":")
-    corpus = generate(int(seed), variant)
-    log = tmp / f"transcripts-{variant}-{seed}.jsonl"
+    corpus = corpus_of(spec)
+    log = tmp / f"transcripts-{spec.replace(':', '-')}.jsonl"
     if not log.exists():
         write(corpus, log)
     return corpus, log
@@ -185,7 +193,8 @@ def corpus_scores(tmp: Path, spec: str, embedders: list[str]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-    variant, seed = spec.split(":")
+    variant, seed, *rest = spec.split(":")
+    variant += "".join(f"-{r}" for r in rest)  # the long messages are a set of their own: tune-long, heldout-long
     corpus, log = transcript_log(tmp, spec)
     ids = [e["id"] for e in corpus.events]
     truth = [corpus.labels[i] for i in ids]

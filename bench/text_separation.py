@@ -1,6 +1,6 @@
 """How well each text space tells failure kinds apart where their wording does not.
 
-    python bench/text_separation.py [--corpus tune:1 ... heldout:3]
+    python bench/text_separation.py [--corpus tune:1 ... heldout:3:long]
 
 The text regrouping joins failure messages whose vectors are close. Two messages of one kind
 that share their words are close in any space; what a sentence model adds is the pairs whose
@@ -9,16 +9,17 @@ on the agent-transcript corpus (bench/corpora/agent_transcripts.py):
 
 - the units are the templates the miner finds in the events' messages (what the clustering
   embeds), each labelled by the kind most of its events have;
-- far-worded pairs are the pairs of units whose character n-gram cosine is below
-  1 - TEXT_DISTANCE["tfidf"] (0.15): the pairs the tfidf space places farther apart than its
-  own text distance, so it never joins them directly;
+- far-worded pairs are the pairs of units whose cosine in the tfidf space is below
+  1 - TEXT_DISTANCE["tfidf"] (0.15): the pairs it places farther apart than its own text
+  distance, so it never joins them directly;
 - for each space, `auc` is the probability that a same-kind far-worded pair is closer than an
   other-kind one (ROC AUC; 0.5 is chance), over all pairs and over the far-worded ones;
   `nn` is how often a unit's nearest far-worded unit is of its kind, beside `chance`, the
   share of far-worded pairs that are.
 
 The spaces: `meaning` (MiniLM alone, as `MiniLMEmbedder.meaning` reads a message), `wording`
-(character n-grams, the tfidf space) and `minilm` (the shipped space: the two side by side).
+(the tfidf space: character n-grams, read sentence by sentence) and `minilm` (the shipped
+space: meaning beside the whole message's n-grams).
 Nothing is chosen here: it is a measurement of the spaces, on tuning and held-out wordings.
 """
 
@@ -32,19 +33,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_result  # noqa: E402
-from cluster_quality import corpus_spec  # noqa: E402
+from cluster_quality import corpus_of, corpus_spec  # noqa: E402
 
 SPACES = ("meaning", "wording", "minilm")
 
 
 def units(spec: str) -> tuple[list[str], list[str]]:
     """The corpus's templates, as the clustering mines them, and the kind most of each one's events have."""
-    from corpora.agent_transcripts import generate
-
     from policyctl.cluster.templates import TemplateMiner
 
-    variant, seed = spec.split(":")
-    corpus = generate(int(seed), variant)
+    corpus = corpus_of(spec)
     miner = TemplateMiner()
     mined = [(miner.add(e["outcome"]["message"]), corpus.labels[e["id"]]) for e in corpus.events]
     kinds: dict[str, Counter[str]] = {}
@@ -72,12 +70,12 @@ def separation(similarity: Any, same: Any, far: Any) -> dict[str, float]:
 def corpus_separation(spec: str) -> dict[str, Any]:
     import numpy as np
 
-    from policyctl.cluster.embed import TEXT_DISTANCE, MiniLMEmbedder, ngram_vectors
+    from policyctl.cluster.embed import TEXT_DISTANCE, MiniLMEmbedder, TfidfEmbedder
 
     texts, kinds = units(spec)
     labels = np.asarray(kinds)
     same = labels[:, None] == labels[None, :]
-    wording = ngram_vectors(texts)
+    wording = TfidfEmbedder().embed(texts)
     minilm = MiniLMEmbedder()
     vectors = {"meaning": minilm.meaning(texts), "wording": wording, "minilm": minilm.embed(texts)}
     far = (wording @ wording.T) < 1.0 - TEXT_DISTANCE["tfidf"]
@@ -94,8 +92,9 @@ def corpus_separation(spec: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", nargs="+", type=corpus_spec,
-                        default=["tune:1", "tune:2", "tune:3", "heldout:1", "heldout:2", "heldout:3"],
-                        help="agent-transcript corpora, as variant:seed")
+                        default=[f"{v}:{seed}{long}" for long in ("", ":long") for v in ("tune", "heldout")
+                                 for seed in (1, 2, 3)],
+                        help="agent-transcript corpora, as variant:seed[:long]")
     args = parser.parse_args()
     corpora = []
     for spec in args.corpus:
@@ -105,15 +104,18 @@ def main() -> int:
              *(f"{c[s]['auc_far']:.3f}" for s in SPACES), *(f"{c[s]['nn_far']:.3f}" for s in SPACES)]
             for c in corpora]
     summary: dict[str, Any] = {}
-    for variant in sorted({c["corpus"].split(":")[0] for c in corpora}):
-        part = [c for c in corpora if c["corpus"].startswith(variant + ":")]
-        summary[variant] = {"corpora": len(part), "chance": round(sum(c["chance"] for c in part) / len(part), 3)}
+    def variant(spec: str) -> str:
+        return "-".join(p for p in spec.split(":") if not p.isdigit())
+
+    for name in sorted({variant(c["corpus"]) for c in corpora}):
+        part = [c for c in corpora if variant(c["corpus"]) == name]
+        summary[name] = {"corpora": len(part), "chance": round(sum(c["chance"] for c in part) / len(part), 3)}
         for space in SPACES:
-            summary[variant][space] = {k: round(sum(c[space][k] for c in part) / len(part), 3)
+            summary[name][space] = {k: round(sum(c[space][k] for c in part) / len(part), 3)
                                        for k in ("auc", "auc_far", "nn_far")}
-        rows.append([f"mean {variant}", "", "", f"{summary[variant]['chance']:.3f}",
-                     *(f"{summary[variant][s]['auc_far']:.3f}" for s in SPACES),
-                     *(f"{summary[variant][s]['nn_far']:.3f}" for s in SPACES)])
+        rows.append([f"mean {name}", "", "", f"{summary[name]['chance']:.3f}",
+                     *(f"{summary[name][s]['auc_far']:.3f}" for s in SPACES),
+                     *(f"{summary[name][s]['nn_far']:.3f}" for s in SPACES)])
     print(table(rows, ["corpus", "units", "far pairs", "chance", *(f"AUC far {s}" for s in SPACES),
                        *(f"nn far {s}" for s in SPACES)]))
     path = write_result("text_separation", {"corpora": corpora, "summary": summary})

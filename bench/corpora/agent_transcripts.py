@@ -19,6 +19,11 @@ files, packages, constraints and remarks about the work are the task's, whatever
 Two variants with disjoint wording templates: `tune` (what the clustering may be tuned
 on) and `heldout` (other paraphrases, other preambles; measure on it, never tune on it).
 Numbers, ids, paths and names vary in both. Nothing is copied from any dataset.
+
+`--long` wraps every model message in one to three sentences of talk before and after
+(`TALK`, disjoint per variant, and the task's notes), as a real turn restates the plan and
+reports progress around the sentence that fails; the events, fields and labels are the
+same as without it.
 """
 
 from __future__ import annotations
@@ -220,6 +225,27 @@ PREAMBLES = {"tune": ["", "", "", "Thought: ", "Okay. ", "[{role}] ", "Step {ste
 SUFFIXES = {"tune": ["", "", "", " Next, I'll update the docs.", " Let me know if anything else is needed."],
             "heldout": ["", "", "", " Then I will clean up the branch.", " Waiting for the next instruction."]}
 
+# Talk around the failing statement, for `long` corpora: in real runs a model's turn is a
+# paragraph that restates the plan, reports progress and remarks on the work, and the
+# sentence that shows the failure is one of several. The same talk comes with every kind.
+TALK = {"tune": ["I'll start by looking at how the modules fit together.", "The existing tests cover the main paths.",
+                 "Here is the current state of the implementation.",
+                 "We should keep the interface unchanged for callers.",
+                 "The previous step updated the configuration file.", "I reviewed the function signatures in the module.",
+                 "This part of the code was written by another agent earlier.",
+                 "Let me summarise what has been done so far.",
+                 "The requirements mention performance but not memory.",
+                 "I checked the documentation for the relevant section."],
+        "heldout": ["Quick recap of where we are before the next change.", "Most of the groundwork is already in place.",
+                    "As discussed earlier, the public functions keep their names.",
+                    "Nothing in the build configuration needed to change.",
+                    "I went through the open comments on the last revision.",
+                    "Performance looks acceptable on the sample input.",
+                    "There are a few edge cases worth keeping in mind.",
+                    "For context, the team split the work into three parts.",
+                    "The logs from the previous attempt are attached above.",
+                    "I'd like to keep this change small and easy to review."]}
+
 SYSTEMS = {
     "ChatDev": ["CEO", "CTO", "Programmer", "Code Reviewer", "Software Test Engineer"],
     "MetaGPT": ["ProductManager", "Architect", "ProjectManager", "Engineer", "QaEngineer"],
@@ -313,11 +339,17 @@ class Corpus:
     labels: dict[str, str]  # event id -> failure kind
 
 
-def generate(seed: int = 1, variant: str = "tune", runs: int = 70) -> Corpus:
-    """The failing steps of `runs` runs, and each one's failure kind; the same seed gives the same corpus."""
+def generate(seed: int = 1, variant: str = "tune", runs: int = 70, long: bool = False) -> Corpus:
+    """The failing steps of `runs` runs, and each one's failure kind; the same seed gives the same corpus.
+
+    `long` wraps every model message in one to three sentences of talk (`TALK`, the task's
+    notes) before it and after it; the events, their fields and labels are those of the
+    corpus without it.
+    """
     if variant not in PREAMBLES:
         raise ValueError(f"variant {variant!r}: one of {', '.join(PREAMBLES)}")
     rng = random.Random(f"{variant}:{seed}")
+    talk = random.Random(f"{variant}:{seed}:talk")  # its own stream: the corpus stays the same beneath it
     kinds = sorted(KINDS)
     events: list[dict[str, Any]] = []
     labels: dict[str, str] = {}
@@ -345,6 +377,10 @@ def generate(seed: int = 1, variant: str = "tune", runs: int = 70) -> Corpus:
                     note = rng.choice(topic["notes"])
                     message = f"{note} {message}" if rng.random() < 0.5 else f"{message} {note}"
                 message = rng.choice(PREAMBLES[variant]).format(**slots) + message + rng.choice(SUFFIXES[variant])
+                if long:
+                    before = " ".join(talk.sample(TALK[variant], talk.randrange(1, 4)))
+                    after = " ".join(talk.sample(TALK[variant] + topic["notes"], talk.randrange(1, 4)))
+                    message = f"{before}\n\n{message}\n\n{after}"
             if is_tool:
                 action: dict[str, Any] = {"type": "tool_result", "tool": tool}
             elif rng.random() < 0.3:
@@ -403,9 +439,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variant", choices=sorted(PREAMBLES), default="tune")
     parser.add_argument("--runs", type=int, default=70)
+    parser.add_argument("--long", action="store_true", help="wrap each model message in talk about the work")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    corpus = generate(args.seed, args.variant, args.runs)
+    corpus = generate(args.seed, args.variant, args.runs, long=args.long)
     labels = write(corpus, args.output)
     print(f"{len(corpus.events)} events of {len(set(corpus.labels.values()))} failure kinds: {args.output}, {labels}")
     return 0
