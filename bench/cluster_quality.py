@@ -148,20 +148,36 @@ def main() -> int:
     return 0
 
 
+def parse_corpus(spec: str) -> tuple[str, int, bool]:
+    """`variant:seed[:long]` as (variant, seed, long messages); ValueError for anything else."""
+    variant, _, rest = spec.partition(":")
+    seed, _, shape = rest.partition(":")
+    if variant not in ("tune", "heldout") or not seed.isdigit() or shape not in ("", "long"):
+        raise ValueError(f"corpus {spec!r}: expected tune:SEED or heldout:SEED, optionally :long")
+    return variant, int(seed), shape == "long"
+
+
 def corpus_spec(spec: str) -> str:
-    """An argparse type: one agent-transcript corpus, `tune:SEED` or `heldout:SEED`, `:long` for long messages."""
-    variant, seed, *rest = spec.split(":") + [""]
-    if variant not in ("tune", "heldout") or not seed.isdigit() or rest not in ([""], ["long", ""]):
-        raise argparse.ArgumentTypeError(f"corpus {spec!r}: expected tune:SEED or heldout:SEED, optionally :long")
+    """An argparse type: one agent-transcript corpus (see `parse_corpus`)."""
+    try:
+        parse_corpus(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return spec
 
 
+def corpus_set(spec: str) -> str:
+    """The set a corpus is summarised in: its variant, and long messages a set of their own (tune-long)."""
+    variant, _, long = parse_corpus(spec)
+    return f"{variant}-long" if long else variant
+
+
 def corpus_of(spec: str) -> Any:
-    """The agent-transcript corpus a spec names (see `corpus_spec`)."""
+    """The agent-transcript corpus a spec names."""
     from corpora.agent_transcripts import generate
 
-    variant, seed, *rest = spec.split(":")
-    return generate(int(seed), variant, long=rest == ["long"])
+    variant, seed, long = parse_corpus(spec)
+    return generate(seed, variant, long=long)
 
 
 def transcript_log(tmp: Path, spec: str) -> tuple[Any, Path]:
@@ -193,8 +209,7 @@ def corpus_scores(tmp: Path, spec: str, embedders: list[str]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-    variant, seed, *rest = spec.split(":")
-    variant += "".join(f"-{r}" for r in rest)  # the long messages are a set of their own: tune-long, heldout-long
+    variant, seed = corpus_set(spec), parse_corpus(spec)[1]
     corpus, log = transcript_log(tmp, spec)
     ids = [e["id"] for e in corpus.events]
     truth = [corpus.labels[i] for i in ids]

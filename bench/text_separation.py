@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_result  # noqa: E402
-from cluster_quality import corpus_of, corpus_spec  # noqa: E402
+from cluster_quality import corpus_of, corpus_set, corpus_spec  # noqa: E402
 
 SPACES = ("meaning", "wording", "minilm")
 
@@ -52,12 +52,11 @@ def units(spec: str) -> tuple[list[str], list[str]]:
     return texts, [kinds[t].most_common(1)[0][0] for t in texts]
 
 
-def separation(similarity: Any, same: Any, far: Any) -> dict[str, float]:
-    """AUC over all pairs and over far-worded pairs; nearest far-worded neighbour's agreement."""
+def separation(similarity: Any, same: Any, far: Any, upper: Any) -> dict[str, float]:
+    """AUC over all pairs (`upper`: each pair once) and over far-worded pairs; nearest far-worded neighbour's agreement."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    upper = np.triu(np.ones_like(same, dtype=bool), 1)
     ranked = np.where(far, similarity, -np.inf)
     np.fill_diagonal(ranked, -np.inf)
     has = np.isfinite(ranked).any(axis=1)
@@ -77,15 +76,16 @@ def corpus_separation(spec: str) -> dict[str, Any]:
     same = labels[:, None] == labels[None, :]
     wording = TfidfEmbedder().embed(texts)
     minilm = MiniLMEmbedder()
-    vectors = {"meaning": minilm.meaning(texts), "wording": wording, "minilm": minilm.embed(texts)}
+    space = minilm.embed(texts)  # [√½ meaning | √½ n-grams]: the model is loaded once, for both
+    vectors = {"meaning": space[:, :minilm.dimensions] * np.sqrt(2), "wording": wording, "minilm": space}
     far = (wording @ wording.T) < 1.0 - TEXT_DISTANCE["tfidf"]
-    upper = np.triu(np.ones_like(same), 1)
+    upper = np.triu(np.ones_like(same, dtype=bool), 1)
     out: dict[str, Any] = {"corpus": spec, "units": len(texts), "kinds": len(set(kinds)),
                            "far_pairs": int((far & upper).sum()),
                            "chance": round(float(same[far & upper].mean()), 3)}
-    for space in SPACES:
-        v = vectors[space]
-        out[space] = separation(v @ v.T, same, far)
+    for name in SPACES:
+        v = vectors[name]
+        out[name] = separation(v @ v.T, same, far, upper)
     return out
 
 
@@ -104,11 +104,8 @@ def main() -> int:
              *(f"{c[s]['auc_far']:.3f}" for s in SPACES), *(f"{c[s]['nn_far']:.3f}" for s in SPACES)]
             for c in corpora]
     summary: dict[str, Any] = {}
-    def variant(spec: str) -> str:
-        return "-".join(p for p in spec.split(":") if not p.isdigit())
-
-    for name in sorted({variant(c["corpus"]) for c in corpora}):
-        part = [c for c in corpora if variant(c["corpus"]) == name]
+    for name in sorted({corpus_set(c["corpus"]) for c in corpora}):
+        part = [c for c in corpora if corpus_set(c["corpus"]) == name]
         summary[name] = {"corpora": len(part), "chance": round(sum(c["chance"] for c in part) / len(part), 3)}
         for space in SPACES:
             summary[name][space] = {k: round(sum(c[space][k] for c in part) / len(part), 3)

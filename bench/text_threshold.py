@@ -25,14 +25,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_result  # noqa: E402
-from cluster_quality import corpus_spec  # noqa: E402
+from cluster_quality import corpus_spec, ours, transcript_log  # noqa: E402
 
 GRID = [0.6, 0.65, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95]
 
 
 def ours_ami(tmp: Path, spec: str, embedder: str) -> float:
     """AMI of ours on one corpus, scored as bench/cluster_quality.py scores it, at the current distance."""
-    from cluster_quality import ours, transcript_log
     from sklearn.metrics import adjusted_mutual_info_score
 
     corpus, log = transcript_log(tmp, spec)

@@ -151,7 +151,7 @@ def sentence_weights(split: list[list[str]]) -> list[list[float]]:
 
     n = len(split)
     df = Counter(s for parts in split for s in {p.lower() for p in parts})
-    return [[math.log((1 + n) / df[s.lower()]) / df[s.lower()] for s in parts] for parts in split]
+    return [[math.log((1 + n) / df[key]) / df[key] for key in (s.lower() for s in parts)] for parts in split]
 
 
 def _encode(texts: list[str]) -> np.ndarray:
